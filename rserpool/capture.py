@@ -84,7 +84,9 @@ dissector does not reassemble TCP either: a message is decoded only when it
 fills a TCP segment exactly.  SCTP reassembly (``sctp.reassembly``) is on by
 default, so a fragmented message shows up once, in the frame with its last
 fragment.  Note that tshark also decodes SCTP DATA of *any* PPID as ASAP/ENRP
-when a port is 3863/9901; this module goes by the PPID only.
+when a port is 3863/9901; this module goes by the PPID only.  For UDP, tshark
+tries the lower of the two ports first, so a datagram from port 3863 to port
+9901 is ASAP to tshark but ENRP here (by destination port).
 
 :func:`tshark_decode` returns the ``-V`` text, :func:`tshark_fields` the values
 of named fields per frame (via ``-T json -e FIELD``: every occurrence of a field
@@ -307,7 +309,7 @@ def _check_header(path: str | os.PathLike[str]) -> str:
     try:
         with _open_capture(path) as f:
             head = f.read(28)
-    except (EOFError, gzip.BadGzipFile) as exc:
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise CaptureError(f"unreadable compressed capture: {exc}") from exc
     fmt = _detect_format(head)
     if fmt == "pcap" and len(head) < 24:
@@ -649,6 +651,9 @@ class CaptureReader:
         self.format = _check_header(path)
         self.warnings: list[str] = []
         self._messages: Iterator[CapturedMessage] | None = None
+        self._out: list[tuple[int, int, CapturedMessage]] = []
+        self._sctp: dict[tuple[int, int, int], _SctpAssociation] = {}
+        self._tcp: dict[tuple[str, int, str, int], list[_TcpStream]] = {}
 
     def __iter__(self) -> CaptureReader:
         return self
@@ -661,9 +666,6 @@ class CaptureReader:
     # -- driver ----------------------------------------------------------
 
     def _read_all(self) -> list[CapturedMessage]:
-        self._out: list[tuple[int, int, CapturedMessage]] = []
-        self._sctp: dict[tuple[int, int, int], _SctpAssociation] = {}
-        self._tcp: dict[tuple[str, int, str, int], list[_TcpStream]] = {}
         unknown_links: set[int] = set()
         try:
             with _open_capture(self.path) as f:
@@ -686,10 +688,13 @@ class CaptureReader:
             self._finish_sctp()
             self._finish_tcp()
         self._out.sort(key=lambda item: (item[0], item[1]))
-        return [msg for _, _, msg in self._out]
+        messages = [msg for _, _, msg in self._out]
+        self._out, self._sctp, self._tcp = [], {}, {}
+        return messages
 
     def _emit(self, frame: int, time: float, addr: tuple[str, int, str, int],
-              transport: str, protocol: str, payload: bytes, note: str | None = None) -> None:
+              transport: str, protocol: str, payload: bytes | bytearray,
+              note: str | None = None) -> None:
         msg = CapturedMessage(frame, time, addr[0], addr[1], addr[2], addr[3],
                               transport, protocol, bytes(payload), note)
         self._out.append((frame, len(self._out), msg))
@@ -797,10 +802,11 @@ class CaptureReader:
             for sid, frags in assoc.streams.items():
                 if not frags:
                     continue
-                tsns = sorted(frags)
+                ref = next(iter(frags))  # oldest fragment: sort across a TSN wrap
+                tsns = sorted(frags, key=lambda t: _signed32(t - ref))
                 runs: list[list[int]] = [[tsns[0]]]
                 for t in tsns[1:]:
-                    if t == runs[-1][-1] + 1:
+                    if t == (runs[-1][-1] + 1) & _U32:
                         runs[-1].append(t)
                     else:
                         runs.append([t])
@@ -963,7 +969,7 @@ def internet_checksum(data: bytes) -> int:
     """The 16-bit one's-complement checksum of IP, TCP and UDP (RFC 1071)."""
     if len(data) % 2:
         data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -1004,7 +1010,7 @@ def sctp_data_chunk(payload: bytes, ppid: int, tsn: int = 1, stream: int = 0, *,
     ``flags``: :data:`SCTP_DATA_BEGIN` | :data:`SCTP_DATA_END` for an unfragmented
     message, one or none of them for fragments, plus :data:`SCTP_DATA_UNORDERED`."""
     length = 16 + len(payload)
-    chunk = struct.pack("!BBHIHHI", 0, flags, length, tsn, stream, ssn, ppid) + payload
+    chunk = struct.pack("!BBHIHHI", 0, flags, length, tsn & _U32, stream, ssn, ppid) + payload
     return chunk + b"\x00" * (-length % 4)
 
 
@@ -1137,7 +1143,7 @@ def write_pcapng(path: str | os.PathLike[str],
                 pkt, iface = bytes(item), 0
             else:
                 time, pkt = item[0], bytes(item[1])
-                iface = item[2] if len(item) > 2 else 0  # type: ignore[misc]
+                iface = item[2] if len(item) > 2 else 0
             frame = encapsulate(pkt, interfaces[iface][0])
             if time is None:
                 if iface != 0:

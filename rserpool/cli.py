@@ -73,6 +73,9 @@ def _dump(paths: Sequence[str], as_json: bool, out: TextIO, err: TextIO) -> int:
                     note = f" ({rec.note})" if rec.note else ""
                     out.write(f"{_fmt_time(rec.time)} #{rec.frame} {where} {proto} "
                               f"{summarize(msg)}{note}\n")
+            for warning in records.warnings:
+                err.write(f"rserpool dump: {path}: {warning}\n")
+                failures += 1
         except CaptureError as exc:
             err.write(f"rserpool dump: {path}: {exc}\n")
             failures += 1

@@ -136,7 +136,7 @@ def tcp_stream_packets(data: bytes, cuts: list[int], src=PE, dst=PR, isn: int = 
     packets = []
     if syn:
         packets.append(tcp_packet(b"", src, dst, isn, flags=TCP_SYN))
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in zip(bounds, bounds[1:], strict=False):
         if b > a:
             packets.append(tcp_packet(data[a:b], src, dst, (isn + 1 + a) & 0xFFFFFFFF))
     return packets
@@ -250,7 +250,7 @@ def tshark_messages(path: Path) -> list[tuple[int, str, int, int]]:
             types = frame.get(f"{proto}.message_type", [])
             lengths = frame.get(f"{proto}.message_length", [])
             assert len(types) == len(lengths)
-            out += [(number, proto, int(t, 0), int(n, 0)) for t, n in zip(types, lengths)]
+            out += [(number, proto, int(t, 0), int(n, 0)) for t, n in zip(types, lengths, strict=True)]
     return out
 
 
@@ -349,7 +349,8 @@ def test_tshark_checksums_good(tshark: None, tmp_path: Path) -> None:
          "-e", "tcp.checksum.status", "-e", "udp.checksum.status"],
         capture_output=True, text=True, check=True)
     statuses = proc.stdout.split()
-    assert len(statuses) == 2 * len(mixed_packets()) - len(mixed_packets()) + len(mixed_packets())
+    # IPv4 packets: IP + transport checksum; IPv6 packets: transport only
+    assert len(statuses) == 3 * len(mixed_packets())
     assert set(statuses) == {"1"}  # 1 = good
 
 
@@ -358,7 +359,7 @@ def test_tshark_field_values(tshark: None, tmp_path: Path) -> None:
     path = tmp_path / "fields.pcap"
     write_pcap(path, [sctp_packet(ASAP_KEEP_ALIVE, PPID_ASAP, PR, PE),
                       sctp_packet(ASAP_HANDLE_RESOLUTION_ODD, PPID_ASAP, PE, PR, tsn=2),
-                      udp_packet(ENRP_PRESENCE, PR, ("239.0.0.51", ENRP_PORT))])
+                      udp_packet(ENRP_PRESENCE, PR_ENRP, ("239.0.0.51", ENRP_PORT))])
     rows = tshark_fields(path, ["asap.message_type", "asap.h_bit", "asap.server_identifier",
                                 "asap.pool_handle_pool_handle", "asap.pe_identifier",
                                 "enrp.message_type", "enrp.r_bit", "enrp.sender_servers_id",
@@ -430,9 +431,10 @@ def test_tcp_split_at_every_position(tmp_path: Path, syn: bool) -> None:
             assert [m.payload for m in msgs] == TCP_MESSAGES, (cut, reverse)
             assert all(m.note is None and m.transport == "tcp" and m.protocol == "asap" for m in msgs)
             # a message comes out with the frame that completed it
-            first_frame = len(packets)
-            last_data = packets.index(max(packets[1 if syn else 0:], key=lambda p: struct.unpack("!I", p[24:28])[0]))
-            assert max(m.frame for m in msgs) == first_frame or msgs[-1].frame == last_data + 1
+            last = len(packets)
+            ends = [sum(len(x) for x in TCP_MESSAGES[:i + 1]) for i in range(len(TCP_MESSAGES))]
+            expected = [last if reverse or end > cut else last - 1 for end in ends]
+            assert [m.frame for m in msgs] == expected, (cut, reverse)
 
 
 def test_tcp_every_byte_shuffled(tmp_path: Path) -> None:
@@ -442,8 +444,6 @@ def test_tcp_every_byte_shuffled(tmp_path: Path) -> None:
             packets = tcp_stream_packets(TCP_STREAM, list(range(1, len(TCP_STREAM))), syn=syn)
             head, data = (packets[:1], packets[1:]) if syn else ([], packets)
             rng.shuffle(data)
-            if not syn:  # without SYN the first captured segment must not be the lowest one
-                assert data[0] != tcp_stream_packets(TCP_STREAM, [1], syn=False)[0] or trial
             path = tmp_path / f"bytes-{syn}-{trial}.pcap"
             write_pcap(path, head + data)
             msgs = read(path)
@@ -482,9 +482,6 @@ def test_tcp_reassembly_property(tmp_path: Path, data: st.DataObject) -> None:
         b = data.draw(st.integers(a + 1, len(stream)))
         extra.append(tcp_packet(stream[a:b], PE, PR, (isn + 1 + a) & 0xFFFFFFFF))
     body = data.draw(st.permutations(segs + extra))
-    if not syn and extra:
-        # without a SYN the lowest sequence number captured is the stream start
-        pass
     path = tmp_path / "prop.pcap"
     write_pcap(path, head + list(body))
     got = read(path)
@@ -811,7 +808,7 @@ def test_pcapng_several_interfaces(tmp_path: Path, big_endian: bool) -> None:
     assert [m.frame for m in msgs] == [1, 2, 3, 4, 5, 6]
     assert [m.time for m in msgs] == pytest.approx([t0 + 0.5, t0 + 0.25, t0 + 0.75, t0 + 2.0, 0.0, t0 + 3.0],
                                                    abs=1e-3)
-    assert msgs[1].time == pytest.approx(t0 + 0.25, abs=1e-9)
+    assert msgs[1].time == pytest.approx(t0 + 0.25, abs=1e-6)
 
 
 def test_pcapng_two_sections_and_skipped_blocks(tmp_path: Path) -> None:
@@ -844,11 +841,6 @@ def test_pcapng_converted_by_editcap(tmp_path: Path, path: Path) -> None:
     want = read(path)
     assert [(m.frame, m.src, m.dst, m.payload) for m in got] == [(m.frame, m.src, m.dst, m.payload) for m in want]
     assert [m.time for m in got] == pytest.approx([m.time for m in want], abs=1e-6)
-    # and nanosecond resolution
-    out_ns = tmp_path / "conv-ns.pcapng"
-    subprocess.run([editcap, "-F", "pcapng", "--set-time-resolution" if False else "-F", "pcapng",
-                    str(path), str(out_ns)], check=True, capture_output=True)
-    assert payloads(out_ns) == [m.payload for m in want]
 
 
 def test_gzip_capture(tmp_path: Path) -> None:
@@ -885,6 +877,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def read_or_capture_error(path: Path) -> list[CapturedMessage] | None:
+    """Read a possibly damaged file: CaptureError is the only exception allowed."""
     try:
         reader = read_capture(path)
     except CaptureError:
@@ -892,29 +885,48 @@ def read_or_capture_error(path: Path) -> list[CapturedMessage] | None:
     return list(reader)
 
 
-def test_truncated_files(tmp_path: Path) -> None:
-    src = DATA / "04-enrp-peering-handle-update.pcap"
-    ng = tmp_path / "src.pcapng"
-    write_pcapng(ng, mixed_packets(), interfaces=[(LINKTYPE_ETHERNET, 9)])
+def pcap_boundaries(data: bytes) -> set[int]:
+    pos, out = 24, {24}
+    while pos + 16 <= len(data):
+        pos += 16 + struct.unpack_from("<I", data, pos + 8)[0]
+        out.add(pos)
+    return out
+
+
+def pcapng_boundaries(data: bytes) -> set[int]:  # little-endian files only
+    pos, out = 0, set()
+    while pos + 8 <= len(data):
+        pos += struct.unpack_from("<I", data, pos + 4)[0]
+        out.add(pos)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_truncated_files(tmp_path: Path, kind: str) -> None:
+    if kind == "pcap":
+        original, header = DATA / "04-enrp-peering-handle-update.pcap", 24
+    else:
+        original, header = tmp_path / "src.pcapng", 28
+        write_pcapng(original, mixed_packets(), interfaces=[(LINKTYPE_ETHERNET, 9), (LINKTYPE_RAW, 6)])
+    data = original.read_bytes()
+    boundaries = pcap_boundaries(data) if kind == "pcap" else pcapng_boundaries(data)
+    full = read(original)
+    cuts = sorted(set(range(0, 80)) | set(range(80, len(data), 97)) | {len(data) - 1})
     started = time.monotonic()
-    for original in (src, ng):
-        data = original.read_bytes()
-        full = read(original)
-        cuts = sorted(set(range(0, 64)) | set(range(64, len(data), 97)) | {len(data) - 1})
-        for cut in cuts:
-            path = tmp_path / "cut"
-            path.write_bytes(data[:cut])
-            got = read_or_capture_error(path)
-            if got is None:
-                assert cut < 32  # only a cut inside the file header is fatal
-                continue
+    for cut in cuts:
+        path = tmp_path / "cut"
+        path.write_bytes(data[:cut])
+        try:
             reader = read_capture(path)
-            list(reader)
-            if 0 < cut < len(data):
-                assert reader.warnings or cut in (24,) or original == ng and cut < 64
-            # nothing invented: every clean message is one of the full file's
-            clean = [m for m in got if m.note is None]
-            assert all(m in full for m in clean)
+        except CaptureError:
+            assert cut < header  # only a cut inside the file header is fatal
+            continue
+        assert cut >= header
+        got = list(reader)
+        # a cut between records reads cleanly, any other cut is reported
+        assert bool(reader.warnings) == (cut not in boundaries), (cut, reader.warnings)
+        # nothing invented: every clean message is one of the full file's
+        assert all(m in full for m in got if m.note is None)
     assert time.monotonic() - started < 60
 
 
