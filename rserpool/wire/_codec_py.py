@@ -110,6 +110,11 @@ def _as_int(value: Any) -> int:
     return operator.index(value)
 
 
+def _enum_use(value: Any) -> int:
+    use = operator.index(value)
+    return _ENUM_USE.get(use, use)
+
+
 def _as_opt_int(value: Any) -> int | None:
     return None if value is None else operator.index(value)
 
@@ -267,7 +272,7 @@ class SctpTransport(_Record):
     def __init__(self, port: int, addresses: Iterable[str],
                  transport_use: int = TransportUse.DATA_ONLY) -> None:
         _init(self, port=_as_int(port), addresses=tuple(addresses),
-              transport_use=_as_int(transport_use))
+              transport_use=_enum_use(transport_use))
 
 
 class TcpTransport(_Record):
@@ -280,7 +285,7 @@ class TcpTransport(_Record):
     def __init__(self, port: int, addresses: Iterable[str],
                  transport_use: int = TransportUse.DATA_ONLY) -> None:
         _init(self, port=_as_int(port), addresses=tuple(addresses),
-              transport_use=_as_int(transport_use))
+              transport_use=_enum_use(transport_use))
 
 
 class UdpTransport(_Record):
@@ -1434,7 +1439,10 @@ def _e_policy(buf: bytearray, p: Any) -> None:
     if needed is not None and len(values) < len(needed):
         raise EncodeError(f"policy 0x{ptype:08x} needs {len(needed)} value(s), has "
                           f"{len(values)}")
-    buf += _TLV.pack(_PT.POOL_MEMBER_SELECTION_POLICY, 8 + 4 * len(values))
+    plen = 8 + 4 * len(values)
+    if plen > 0xFFFF:
+        raise EncodeError(f"parameter of {plen} bytes does not fit a 16-bit length")
+    buf += _TLV.pack(_PT.POOL_MEMBER_SELECTION_POLICY, plen)
     buf += _U32.pack(ptype)
     for v in values:
         buf += _U32.pack(_check_uint(_as_enc_int(v, "policy value"), 32, "policy value"))
@@ -1677,10 +1685,13 @@ def build_handle_resolution_response(pool_handle: bytes, policy: bytes,
     each of ``pool_elements`` (Pool Element parameters, padded)."""
     ph = _as_enc_bytes(pool_handle, "pool handle")
     ph_len = 4 + len(ph)
-    parts = [b"", _TLV.pack(_PT.POOL_HANDLE, ph_len), ph, b"\0" * ((-ph_len) & 3), policy]
-    parts.extend(pool_elements)
-    total = sum(len(p) for p in parts) + 4
-    if total > MAX_MESSAGE_SIZE:
+    pad = (-ph_len) & 3
+    policy = _as_enc_bytes(policy, "policy")
+    pes = [_as_enc_bytes(pe, "pool element") for pe in pool_elements]
+    total = 4 + ph_len + pad + len(policy) + sum(len(pe) for pe in pes)
+    if total > MAX_MESSAGE_SIZE or ph_len > 0xFFFF:
         raise EncodeError(f"message of {total} bytes exceeds {MAX_MESSAGE_SIZE}")
-    parts[0] = _HDR.pack(AsapType.HANDLE_RESOLUTION_RESPONSE, 0, total)
+    parts = [_HDR.pack(AsapType.HANDLE_RESOLUTION_RESPONSE, 0, total),
+             _TLV.pack(_PT.POOL_HANDLE, ph_len), ph, b"\0" * pad, policy]
+    parts.extend(pes)
     return b"".join(parts)

@@ -24,7 +24,8 @@ from strategies import messages, rebuild
 
 EXAMPLES = int(os.environ.get("RSERPOOL_HYPOTHESIS_EXAMPLES", "400"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.function_scoped_fixture])
 
 _c_param = implementations("tlv", "rserpool.wire._codec_py")[0]
 

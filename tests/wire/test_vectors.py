@@ -42,6 +42,8 @@ def test_digest_vectors_decode(accel_impl):
     assert pe.user_transport == w.SctpTransport(5000, ["10.0.0.1"],
                                                 TransportUse.DATA_PLUS_CONTROL)
     assert pe.policy.policy_type is PolicyType.ROUND_ROBIN
+    assert pe.user_transport.transport_use is TransportUse.DATA_PLUS_CONTROL
+    assert w.TcpTransport(1, ["1.2.3.4"], 0).transport_use is TransportUse.DATA_ONLY
     assert pe.asap_transport is None
     resp = w.decode_message(REG_RESP, "asap")
     assert (resp.identifier, resp.rejected, resp.error) == (0x12345678, False, None)
@@ -289,3 +291,9 @@ def test_hot_path(accel_impl):
     assert data == w.encode_message(w.HandleResolutionResponse(b"EchoPool", pes[0].policy, pes))
     back = w.decode_message(data, "asap")
     assert back.pool_elements == tuple(pes)
+    with pytest.raises(errors.EncodeError):
+        w.build_handle_resolution_response(b"x" * 65532, pol, enc)
+    with pytest.raises(errors.EncodeError):
+        w.build_handle_resolution_response(b"EchoPool", pol, ["not bytes"])
+    with pytest.raises(errors.EncodeError):
+        w.encode_parameter(w.PoolPolicy(1, [0] * 16382))
