@@ -18,6 +18,7 @@
      |    +-- LocalProtocolError       we misused the protocol
      |    +-- RemoteProtocolError      the peer misbehaved
      +-- OperationError                the registrar said no (carries an ErrorCause)
+     |    +-- HandlespaceError         a handlespace call was refused (CAUSE per subclass)
      +-- NoRegistrarError              no registrar could be reached
      +-- ConfigError (ValueError)      an invalid configuration value
 
@@ -34,7 +35,10 @@ __all__ = [
     "TrailingBytesError", "OversizeError", "UnknownMessageError",
     "UnknownParameterError", "MalformedError", "EncodeError", "ProtocolError",
     "LocalProtocolError", "RemoteProtocolError", "OperationError",
-    "NoRegistrarError", "ConfigError",
+    "NoRegistrarError", "ConfigError", "HandlespaceError", "InvalidPoolHandleError",
+    "InvalidValueError", "UnsupportedPolicyError", "NonUniqueIdentifierError",
+    "PolicyInconsistentError", "TransportInconsistentError",
+    "DataControlInconsistentError", "ResourceLimitError",
 ]
 
 
@@ -152,3 +156,62 @@ class NoRegistrarError(RSerPoolError):
 
 class ConfigError(RSerPoolError, ValueError):
     """An invalid configuration value."""
+
+
+class HandlespaceError(OperationError):
+    """A handlespace call was refused; nothing was changed.  ``CAUSE`` is the
+    ASAP error cause a registrar answers with."""
+
+    CAUSE = 0x0003
+
+    def __init__(self, message: str) -> None:
+        super().__init__(self.CAUSE, b"", message)
+
+
+class InvalidPoolHandleError(HandlespaceError):
+    """Empty or over-long pool handle (RSPLIB cause 0xF004)."""
+
+    CAUSE = 0xF004
+
+
+class InvalidValueError(HandlespaceError):
+    """A value out of range: PE identifier 0, negative registration life, port 0."""
+
+    CAUSE = 0x0003
+
+
+class UnsupportedPolicyError(HandlespaceError):
+    """A policy type without a selection procedure, or too few policy values
+    (RSPLIB cause 0x100B)."""
+
+    CAUSE = 0x100B
+
+
+class NonUniqueIdentifierError(HandlespaceError):
+    """The PE identifier is registered in another pool."""
+
+    CAUSE = 0x0004
+
+
+class PolicyInconsistentError(HandlespaceError):
+    """The policy type differs from the pool's."""
+
+    CAUSE = 0x0005
+
+
+class TransportInconsistentError(HandlespaceError):
+    """The user transport protocol differs from the pool's."""
+
+    CAUSE = 0x0007
+
+
+class DataControlInconsistentError(HandlespaceError):
+    """The transport use (data only / data plus control) differs from the pool's."""
+
+    CAUSE = 0x0008
+
+
+class ResourceLimitError(HandlespaceError):
+    """A configured capacity limit (pools or elements) is reached."""
+
+    CAUSE = 0x0006
