@@ -17,7 +17,7 @@ __all__ = ["__version__", "extensions_active", "implementation_summary"]
 #: Modules whose import calls ``_accel.load(...)``.  They are imported lazily
 #: (only by the two functions below) so that the report covers every
 #: accelerated module without making ``import rserpool`` heavy.
-_ACCEL_CLIENTS: tuple[str, ...] = ("rserpool.wire",)
+_ACCEL_CLIENTS: tuple[str, ...] = ("rserpool.wire", "rserpool.handlespace")
 
 
 def _load_accel_clients() -> None:

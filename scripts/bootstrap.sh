@@ -24,7 +24,8 @@ STAMP="$VENV/.rserpool-bootstrap"
 
 # Keep in sync with [build-system].requires in pyproject.toml.
 BUILD_REQUIREMENTS=("setuptools>=69" "Cython>=3.0,<4" "wheel")
-APT_PACKAGES=(python3-venv python3-dev build-essential tshark libsctp-dev iproute2)
+# user-mode-linux + kmod: a real kernel with SCTP for the sctp tests (scripts/uml/).
+APT_PACKAGES=(python3-venv python3-dev build-essential tshark libsctp-dev iproute2 user-mode-linux kmod)
 
 say() { printf '==> bootstrap: %s\n' "$*"; }
 die() { printf 'bootstrap: ERROR: %s\n' "$*" >&2; exit 1; }

@@ -57,6 +57,9 @@ import pytest
 
 REQUIRE_ENV = "RSERPOOL_REQUIRE_EXTENSIONS"
 
+# sctp-marked tests run inside a User-Mode Linux kernel on hosts without kernel SCTP
+pytest_plugins = ["rserpool.testing.pytest_sctp"]
+
 
 def extensions_required() -> bool:
     """True when a missing compiled module must fail tests (CI)."""

@@ -1,0 +1,9 @@
+"""Test support for rserpool (not used by the library itself).
+
+* :mod:`rserpool.testing.uml` runs commands inside a User-Mode Linux kernel,
+  which gives tests real kernel SCTP on hosts (and CI machines) without it.
+* :mod:`rserpool.testing.pytest_sctp` is the pytest plugin that runs the
+  tests marked ``@pytest.mark.sctp`` there.
+
+Importing this package imports nothing else.
+"""
