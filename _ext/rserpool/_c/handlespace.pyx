@@ -485,10 +485,9 @@ cdef struct PoolS:
     PyObject* handle    # bytes, owned
     PoolS* pl           # pool-order treap
     PoolS* pr
-    Py_ssize_t count
+    uint32_t count      # identifiers are unique 32-bit values: no pool holds more
     uint32_t nzero      # engine B entries of weight 0
     uint32_t hsum
-    uint32_t ptype
     uint32_t prio
     int32_t use
     uint8_t pol
@@ -1870,7 +1869,6 @@ cdef class Handlespace:
         s.handle = <PyObject*>handle
         s.use = <int32_t>use
         s.hsum = _handle_sum(rsp_bdata(s.handle), rsp_bsize(s.handle))
-        s.ptype = ptype
         s.pol = <uint8_t>pol
         s.kidx = <uint8_t>kidx
         s.engine_b = _PT_ENGINE_B[pol]
@@ -2022,11 +2020,14 @@ cdef class Handlespace:
         cdef _Pool pool
         cdef unsigned char tbuf[400]
         cdef unsigned char pbuf[280]
+        cdef unsigned char ebuf[700]
         cdef unsigned char* q
+        cdef uint64_t old_k1 = 0
+        cdef uint32_t old_virtual = 0, old_w = 0
         cdef const unsigned char* eb
         cdef double dl = 0.0, lu = 0.0
         cdef uint8_t luflag = 0
-        cdef uint32_t nv
+        cdef uint32_t nv, w
         cdef _Rare rare = None
         self._enter()
         try:
@@ -2140,12 +2141,12 @@ cdef class Handlespace:
             if o != NULL:
                 p = &(<_Pool>o).s
                 if generic_policy:
-                    if _policy_obj(p.ptype) != pt_o:
+                    if _policy_obj(_PT_CODE[p.pol]) != pt_o:
                         raise PolicyInconsistentError(
-                            f"pool uses policy 0x{p.ptype:08x}, not {pt_o!r}")
-                elif p.ptype != pt:
+                            f"pool uses policy 0x{_PT_CODE[p.pol]:08x}, not {pt_o!r}")
+                elif _PT_CODE[p.pol] != pt:
                     raise PolicyInconsistentError(
-                        f"pool uses policy 0x{p.ptype:08x}, not 0x{<uint32_t>pt:08x}")
+                        f"pool uses policy 0x{_PT_CODE[p.pol]:08x}, not 0x{<uint32_t>pt:08x}")
                 if p.kidx != kidx:
                     raise TransportInconsistentError(
                         f"pool uses {_KINDS[p.kidx].__name__}, not {kind.__name__}")
@@ -2176,8 +2177,7 @@ cdef class Handlespace:
                     plen = _enc_policy(<uint32_t>pt, values, pbuf)
                     if plen >= 0:
                         total = 16 + tlen + plen
-                        enc = PyBytes_FromStringAndSize(NULL, total)
-                        q = <unsigned char*>PyBytes_AS_STRING(enc)
+                        q = ebuf
                         _put16(q, 0x000A)
                         _put16(q + 2, <unsigned int>total)
                         _put32(q + 4, <uint32_t>ident)
@@ -2185,6 +2185,11 @@ cdef class Handlespace:
                         _put32(q + 12, <uint32_t>life)
                         memcpy(q + 16, tbuf, tlen)
                         memcpy(q + 16 + tlen, pbuf, plen)
+                        if (existing != NULL and rsp_bsize(existing.encoded) == total
+                                and memcmp(rsp_bdata(existing.encoded), ebuf, total) == 0):
+                            enc = <object>existing.encoded      # unchanged: no new object
+                        else:
+                            enc = PyBytes_FromStringAndSize(<char*>ebuf, total)
                         if not canon:
                             user_override = True
             if enc is None:
@@ -2305,9 +2310,9 @@ cdef class Handlespace:
             else:
                 new = False
                 e = existing
-                _sel_remove(p, e)
-                if p.engine_b and e.w == 0:
-                    p.nzero -= 1
+                old_k1 = e.k1
+                old_virtual = e.virtual_counter
+                old_w = e.w
                 if na != NULL:
                     dead_assoc = self._assoc_unlink(e)
                     self._assoc_link(e, na)
@@ -2339,12 +2344,29 @@ cdef class Handlespace:
             e.unreach = 0
             e.flags = (F_RARE if rare is not None else 0) | luflag
             e.last_update = lu
-            if p.engine_b:
-                e.w = _weight(p.pol, e)
-                if e.w == 0:
-                    p.nzero += 1
-            _set_key(p.pol, e)
-            _sel_insert(p, e)
+            if new:
+                if p.engine_b:
+                    e.w = _weight(p.pol, e)
+                    if e.w == 0:
+                        p.nzero += 1
+                _set_key(p.pol, e)
+                _sel_insert(p, e)
+            elif p.engine_b:
+                # same seq; only a new weight moves anything (the sums)
+                w = _weight(p.pol, e)
+                if w != old_w:
+                    _sel_remove(p, e)       # takes the old weight out of the sums
+                    if old_w == 0:
+                        p.nzero -= 1
+                    e.w = w
+                    if w == 0:
+                        p.nzero += 1
+                    _sel_insert(p, e)
+            else:
+                _set_key(p.pol, e)
+                if e.k1 != old_k1 or e.virtual_counter != old_virtual:
+                    _sel_remove(p, e)       # structural: the new key is not used
+                    _sel_insert(p, e)
             self._timer_set(e, tk, dl)
             if dead_assoc != NULL and dead_assoc != na:
                 self._assoc_gc(dead_assoc)
@@ -2406,7 +2428,7 @@ cdef class Handlespace:
             p = self._pool_of(pool_handle)
             if p == NULL:
                 return None
-            return _policy_obj(p.ptype)
+            return _policy_obj(_PT_CODE[p.pol])
         finally:
             self._busy = False
 
@@ -3090,7 +3112,7 @@ cdef class Handlespace:
             # pools
             for handle, pool in self._pools.items():
                 p = &pool.s
-                if <object>p.handle != handle or p.count <= 0:
+                if <object>p.handle != handle or p.count == 0:
                     raise AssertionError("empty or misfiled pool")
                 seqs = []
                 self._check_tree(p, 0, seqs)
@@ -3123,7 +3145,7 @@ cdef class Handlespace:
                 tl = (_get16(eb + 18) + 3) & ~3
                 if (_get16(eb) != 0x000A or _get32(eb + 4) != e.identifier
                         or _get32(eb + 8) != e.home or <int32_t>_get32(eb + 12) != e.life
-                        or e.pol_off != 16 + tl or _get32(eb + 16 + tl + 4) != e.pool.ptype
+                        or e.pol_off != 16 + tl or _get32(eb + 16 + tl + 4) != _PT_CODE[e.pool.pol]
                         or _get16(eb + 2) != PyBytes_GET_SIZE(<object>e.encoded)):
                     raise AssertionError("stale encoding")
                 if e.hs == NULL or e.hs.home != e.home:
