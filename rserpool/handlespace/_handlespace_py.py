@@ -22,6 +22,8 @@ serves it):
 
 from __future__ import annotations
 
+import operator
+import sys
 from typing import Any, Hashable, Iterable
 
 from sortedcontainers import SortedList
@@ -361,11 +363,12 @@ class Handlespace:
         e.deadline = None
 
     def _timer_set(self, e: _Entry, kind: int, deadline: float | None) -> None:
+        when = None if kind == TIMER_NONE else float(deadline)  # type: ignore[arg-type]
         self._timer_clear(e)
         if kind != TIMER_NONE:
             e.timer = kind
-            e.deadline = float(deadline)  # type: ignore[arg-type]
-            self._timers.add((e.deadline, e.pool.order, e.identifier))
+            e.deadline = when
+            self._timers.add((when, e.pool.order, e.identifier))
 
     def _index_add(self, pool: _Pool, e: _Entry) -> None:
         e.key = _key(pool, e)
@@ -413,7 +416,9 @@ class Handlespace:
             raise InvalidValueError("the user transport is not a transport parameter")
         if user.port == 0:
             raise InvalidValueError("user transport port 0 is invalid")
-        home = pe.home_registrar if home_registrar is None else home_registrar
+        home = operator.index(pe.home_registrar if home_registrar is None else home_registrar)
+        if association is not None:
+            hash(association)  # unhashable: TypeError before anything changes
         if not 0 <= home <= M32:
             raise InvalidValueError("home registrar ID out of range")
         pt = pe.policy.policy_type
@@ -450,8 +455,11 @@ class Handlespace:
         values = dict(zip(names, pe.policy.values))
         encoded = encode_parameter(PoolElement(ident, home, pe.registration_life, user,
                                                pe.policy, None))
-        if deadline is None and timer != TIMER_NONE:
-            deadline = now + pe.registration_life / 1000.0
+        if timer == TIMER_NONE:
+            deadline = None
+        else:
+            deadline = float(now + pe.registration_life / 1000.0 if deadline is None
+                             else deadline)
         if pool is None:
             pool = _Pool(pool_handle, pt, kind, use)
             self._pools[pool_handle] = pool
@@ -675,6 +683,7 @@ class Handlespace:
         self._home_add(e)
 
     def rehome(self, pool_handle: bytes, identifier: int, new_home: int) -> bool:
+        new_home = operator.index(new_home)
         if not 0 <= new_home <= M32:
             raise InvalidValueError("home registrar ID out of range")
         e = self._find(pool_handle, identifier)
@@ -685,6 +694,7 @@ class Handlespace:
 
     def takeover(self, old_home: int, new_home: int) -> int:
         """Re-home every PE of ``old_home`` to ``new_home``; the count."""
+        new_home = operator.index(new_home)
         if not 0 <= new_home <= M32:
             raise InvalidValueError("home registrar ID out of range")
         if old_home == new_home:
@@ -758,9 +768,19 @@ class Handlespace:
     # ---- statistics and self-check ---------------------------------------------
 
     def statistics(self) -> dict[str, int]:
+        """Counts, and ``memory_bytes``: an estimate (``sys.getsizeof``) of the
+        entries, their selection keys, values and encoded parameters, and the
+        per-pool dicts.  O(n)."""
+        mem = 0
+        for pool in self._pools.values():
+            mem += sys.getsizeof(pool.entries)
+            for e in pool.entries.values():
+                mem += (sys.getsizeof(e) + sys.getsizeof(e.key) + sys.getsizeof(e.values)
+                        + sys.getsizeof(e.encoded))
+        mem += sys.getsizeof(self._ids) + sys.getsizeof(self._pools)
         return {"pools": len(self._pools), "elements": len(self._ids),
                 "homes": len(self._homes), "associations": len(self._assoc),
-                "timers": len(self._timers)}
+                "timers": len(self._timers), "memory_bytes": mem}
 
     def check(self) -> None:
         """Verify every index against the entries; raise AssertionError."""

@@ -341,3 +341,31 @@ def test_snapshots(accel_impl):
     with pytest.raises(AttributeError):
         e.identifier = 5
     assert hs.deregister(b"P", A) == e and hs.deregister(b"P", A) is None
+
+
+def test_statistics(accel_impl):
+    hs = accel_impl.Handlespace()
+    empty = hs.statistics()
+    for i in range(1, 101):
+        hs.register(b"P%d" % (i % 3), pe(i, home=0x11), 0.0, association=i % 2)
+    stats = hs.statistics()
+    assert (stats["pools"], stats["elements"], stats["homes"], stats["associations"],
+            stats["timers"]) == (3, 100, 1, 2, 100)
+    assert stats["memory_bytes"] > empty["memory_bytes"] + 100 * 64
+
+
+def test_odd_arguments_change_nothing(accel_impl):
+    hs = make(accel_impl, [pe(A)])
+    before = [e.to_dict() for e in hs.pool_elements(b"P")]
+    with pytest.raises(TypeError):
+        hs.register(b"P", pe(B), 1.0, association=[1, 2])      # unhashable
+    with pytest.raises((TypeError, ValueError)):
+        hs.register(b"P", pe(B), 1.0, deadline="soon")
+    with pytest.raises((TypeError, ValueError)):
+        hs.set_timer(b"P", A, accel_impl.TIMER_EXPIRY, "soon")
+    with pytest.raises(TypeError):
+        hs.rehome(b"P", A, 5.5)
+    with pytest.raises(TypeError):
+        hs.takeover(0, 5.5)
+    assert [e.to_dict() for e in hs.pool_elements(b"P")] == before and len(hs) == 1
+    hs.check()

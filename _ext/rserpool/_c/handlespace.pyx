@@ -37,6 +37,8 @@ from libc.string cimport memcpy, memset, memcmp
 from libc.stdlib cimport qsort
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_Realloc
+from cpython.ref cimport _Py_REFCNT
+from sys import getsizeof as _sys_getsizeof
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
@@ -3012,9 +3014,25 @@ cdef class Handlespace:
     # ---- statistics and self-check ----------------------------------------------------
 
     def statistics(self):
+        """Counts, and ``memory_bytes``: the C memory of entries, identifier
+        table and timer heap plus the encoded parameters the entries hold (an
+        object shared by several entries counts in proportion).  O(n)."""
+        cdef size_t i
+        cdef Entry* e
+        cdef double objs = 0.0
+        cdef size_t cmem = <size_t>self._n * sizeof(Entry)
+        cmem += self._tcap * (sizeof(uint32_t) + sizeof(Entry*))
+        cmem += self._hcap * sizeof(HeapItem)
+        getsizeof = _sys_getsizeof
+        for i in range(self._tcap):
+            if self._tkeys[i] != 0:
+                e = self._tvals[i]
+                objs += getsizeof(<object>e.encoded) / <double>_Py_REFCNT(e.encoded)
+                if e.asap != NULL:
+                    objs += getsizeof(<object>e.asap) / <double>_Py_REFCNT(e.asap)
         return {"pools": len(self._pools), "elements": self._n,
                 "homes": len(self._homes), "associations": len(self._assocs),
-                "timers": self._hn}
+                "timers": self._hn, "memory_bytes": int(cmem + objs)}
 
     cdef int _check_tree(self, PoolS* p, int t, list seqs) except -1:
         cdef Entry* root = p.sel.root if t == 0 else p.ids
