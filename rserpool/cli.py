@@ -38,6 +38,8 @@ def _dump(paths: Sequence[str], as_json: bool, out: TextIO, err: TextIO) -> int:
     failures = 0
     shown = 0
     for path in paths:
+        if len(paths) > 1 and not as_json:
+            out.write(f"==> {path} <==\n")
         try:
             records = read_capture(path)
             for rec in records:

@@ -73,6 +73,9 @@ def test_handle_update_actions_and_least_used_loads(accel_impl):
 def test_dump_command_prints_every_message(capsys):
     assert cli.main(["dump", *map(str, CAPTURES)]) == 0
     out = capsys.readouterr().out.splitlines()
+    headers = [line for line in out if line.startswith("==> ")]
+    assert headers == [f"==> {p} <==" for p in CAPTURES]
+    out = [line for line in out if not line.startswith("==> ")]
     assert len(out) == len(payloads())
     assert any("Registration handle=EchoPool" in line for line in out)
     assert any("SCTP ENRP HandleUpdate" in line and "ADD_PE" in line for line in out)
@@ -97,7 +100,7 @@ def test_dump_reports_undecodable_payloads_and_goes_on(tmp_path, capsys):
                                   tsn=2)])
     assert cli.main(["dump", str(path), str(DATA / "03-asap-deregistration.pcap")]) == 1
     captured = capsys.readouterr()
-    lines = captured.out.splitlines()
+    lines = [line for line in captured.out.splitlines() if not line.startswith("==> ")]
     assert "UNDECODABLE TruncatedError" in lines[0]
     assert "HandleResolution handle=EchoPool" in lines[1]
     assert len(lines) > 2 and good
