@@ -105,7 +105,21 @@ def _build_parser() -> argparse.ArgumentParser:
     dump.add_argument("files", nargs="+", metavar="FILE")
     dump.add_argument("--json", action="store_true",
                       help="one JSON object per message with every decoded field")
+    for name in COMMANDS:
+        _command_module(name).add_parser(sub)
     return parser
+
+
+#: Subcommands living in ``rserpool/commands/<name>.py``; each module exports
+#: ``add_parser(subparsers)`` (registering ``set_defaults(run=run)``) and
+#: ``run(ns) -> int``.
+COMMANDS = ("registrar", "pe", "resolve", "pu")
+
+
+def _command_module(name: str) -> Any:
+    import importlib
+
+    return importlib.import_module(f"rserpool.commands.{name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dump(ns.files, ns.json, sys.stdout, sys.stderr)
         except BrokenPipeError:
             return 0
+    run = getattr(ns, "run", None)
+    if run is not None:
+        return int(run(ns))
     parser.print_help(sys.stderr)
     return 2
 

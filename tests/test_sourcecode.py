@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "rserpool"
-SANS_IO = [ROOT / "constants.py", ROOT / "errors.py", *sorted((ROOT / "wire").glob("*.py"))]
+SANS_IO = [ROOT / "constants.py", ROOT / "errors.py", ROOT / "config.py",
+           *sorted((ROOT / "wire").glob("*.py")),
+           *sorted((ROOT / "handlespace").glob("*.py")),
+           *sorted((ROOT / "protocol").glob("*.py"))]
 FORBIDDEN = {"asyncio", "socket", "time", "selectors", "subprocess", "threading"}
 
 

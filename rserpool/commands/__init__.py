@@ -1,0 +1,1 @@
+"""One module per ``rserpool`` subcommand (see ``rserpool.cli.COMMANDS``)."""

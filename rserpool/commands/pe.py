@@ -1,0 +1,15 @@
+"""``rserpool pe``: placeholder until its owner fills it in."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("pe", help="(not yet implemented)")
+    p.set_defaults(run=run)
+
+
+def run(ns: argparse.Namespace) -> int:
+    raise SystemExit("rserpool pe: not implemented yet")
