@@ -1,0 +1,139 @@
+"""rserpool.aio.transport over real kernel SCTP (inside UML on hosts without it)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from rserpool.aio.transport import open_channel, sctp_available, start_endpoint
+from rserpool.constants import PPID
+
+pytestmark = pytest.mark.sctp
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def extra_addresses():
+    env = os.environ.get("RSERPOOL_UML_ADDRESSES", "10.255.0.1 10.255.0.2 10.255.0.3")
+    return env.replace(",", " ").split()
+
+
+class Collector:
+    def __init__(self):
+        self.messages = []
+        self.closed = []
+        self.event = asyncio.Event()
+
+    def on_message(self, ch, data, ppid):
+        self.messages.append((data, ppid))
+        self.event.set()
+
+    def on_close(self, ch, reason):
+        self.closed.append(reason)
+        self.event.set()
+
+    async def wait(self, pred, timeout=10.0):
+        async def loop():
+            while not pred():
+                self.event.clear()
+                await self.event.wait()
+        await asyncio.wait_for(loop(), timeout)
+
+
+async def echo_endpoint(addresses, framing="asap"):
+    side = Collector()
+    channels = []
+
+    def on_channel(ch):
+        channels.append(ch)
+
+        def echo(c, data, ppid):
+            side.on_message(c, data, ppid)
+            c.send(data, ppid=ppid)
+        ch.on_message = echo
+        ch.on_close = side.on_close
+    ep = await start_endpoint("sctp", addresses, 0, framing=framing, on_channel=on_channel)
+    return ep, side, channels
+
+
+def test_sctp_available():
+    assert sctp_available()
+
+
+def test_one_to_one_client_to_one_to_many_endpoint_ppid_per_message():
+    async def main():
+        ep, side, channels = await echo_endpoint(["127.0.0.1"], framing="session")
+        c = Collector()
+        ch = await open_channel("sctp", "127.0.0.1", ep.port, framing="session",
+                                on_message=c.on_message, on_close=c.on_close)
+        ch.send(b"\x0b\x00\x00\x04", ppid=PPID.ASAP)
+        ch.send(b"application data", ppid=0x29, stream=0)
+        big = bytes(range(256)) * 200  # 51,200 bytes: fragmented by SCTP
+        ch.send(big, ppid=0x29)
+        await c.wait(lambda: len(c.messages) == 3)
+        assert c.messages == [(b"\x0b\x00\x00\x04", PPID.ASAP), (b"application data", 0x29),
+                              (big, 0x29)]
+        # an unbound client advertises all its addresses (SCTP multi-homing)
+        assert "127.0.0.1" in channels[0].peer_addresses
+        ch.close()
+        await side.wait(lambda: side.closed)
+        assert ch.closed
+        ep.close()
+    run(main())
+
+
+def test_multihomed_endpoint_and_association_from_endpoint_socket():
+    async def main():
+        addrs = extra_addresses()[:2]
+        ep, side, channels = await echo_endpoint(addrs)
+        assert [a for a, _ in ep.addresses] == addrs
+        # an association opened from another endpoint's one-to-many socket and port
+        client_side = Collector()
+        other = await start_endpoint("sctp", [extra_addresses()[2]], 0, on_channel=lambda c: None)
+        ch = await other.connect(addrs[0], ep.port, on_message=client_side.on_message,
+                                 on_close=client_side.on_close)
+        assert sorted(ch.peer_addresses) == sorted(addrs)
+        ch.send(b"\x0b\x00\x00\x04")
+        await client_side.wait(lambda: client_side.messages)
+        assert client_side.messages == [(b"\x0b\x00\x00\x04", PPID.ASAP)]
+        # the server sees the client's endpoint port, as RSPLIB's registrar does
+        assert channels[0].peer == (extra_addresses()[2], other.port)
+        channels[0].abort("registrar aborts")
+        await client_side.wait(lambda: client_side.closed)
+        assert client_side.closed == ["association lost"]
+        other.close()
+        ep.close()
+    run(main())
+
+
+def test_ipv4_and_ipv6_on_one_endpoint():
+    async def main():
+        ep, side, channels = await echo_endpoint(["127.0.0.1", "::1"])
+        for host in ("127.0.0.1", "::1"):
+            c = Collector()
+            ch = await open_channel("sctp", host, ep.port, on_message=c.on_message)
+            ch.send(b"\x0b\x00\x00\x04")
+            await c.wait(lambda: c.messages)
+            ch.close()
+        assert len(channels) == 2
+        assert channels[0].peer[0] == "127.0.0.1" and channels[1].peer[0] == "::1"
+        ep.close()
+    run(main())
+
+
+def test_peer_going_away_closes_channel():
+    async def main():
+        ep, side, channels = await echo_endpoint(["127.0.0.1"])
+        ch = await open_channel("sctp", "127.0.0.1", ep.port)
+        ch.send(b"\x0b\x00\x00\x04")
+        await side.wait(lambda: side.messages)
+        ch.abort("client dies")
+        await side.wait(lambda: side.closed)
+        assert side.closed == ["association lost"]
+        assert not ep.channels
+        ep.close()
+    run(main())
