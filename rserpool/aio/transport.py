@@ -18,9 +18,14 @@ Framings:
     since no RSerPool TCP mapping was ever standardised (digest 7.4).
 
 SCTP uses pysctp (``import sctp``) for what the ``socket`` module lacks:
-``bindx`` (several local addresses), PPID and stream per message and
-association notifications.  pysctp's ``sctp_recv`` returns the PPID in network
-order (``socket.ntohl``), see ``tests/kernel_sctp``.
+``bindx`` (several local addresses), receiving with PPID, stream and
+association id per message, association notifications and peer address lists.
+pysctp's ``sctp_recv`` returns the PPID in network order (``socket.ntohl``),
+see ``tests/kernel_sctp``.  Sending uses ``socket.sendmsg`` with an
+``SCTP_SNDINFO`` control message (PPID, stream, association id, ABORT/EOF
+flags): pysctp's ``sctp_send`` overflows on PPIDs whose network-order value
+exceeds a C int, refuses empty ABORT messages, and can only address an
+association by peer address.
 """
 
 from __future__ import annotations
@@ -508,7 +513,7 @@ class _OneToOne(_SctpBase):
         if not msg:  # orderly end of a TCP-style association
             self._finish("closed by peer")
             return
-        ch._on_fragment(msg, bool(flags & self._sctp.FLAG_EOR), socket.ntohl(info.ppid))
+        ch._on_fragment(msg, bool(flags & self._sctp.FLAG_EOR), socket.ntohl(info.ppid & 0xFFFFFFFF))
 
     def _on_notification(self, info: Any) -> None:
         sctp = self._sctp
@@ -531,7 +536,9 @@ class _OneToOne(_SctpBase):
     def _try_send(self, ch: SctpChannel, data: bytes, ppid: int, stream: int,
                   flags: int) -> bool:
         try:
-            self._sock.sctp_send(data, ppid=ppid, stream=stream, flags=flags)
+            self._sock._sk.sendmsg([data], [(socket.IPPROTO_SCTP, _SCTP_SNDINFO,
+                                             _SNDINFO.pack(stream, flags, socket.htonl(ppid),
+                                                           0, 0))])
             return True
         except (BlockingIOError, InterruptedError):
             return False
@@ -719,7 +726,7 @@ class SctpEndpoint(Endpoint, _SctpBase):
         if ch is None:
             # data before COMM_UP was seen (should not happen): create the channel now
             ch = self._comm_up(info.assoc_id)
-        ch._on_fragment(msg, bool(flags & self._sctp.FLAG_EOR), socket.ntohl(info.ppid))
+        ch._on_fragment(msg, bool(flags & self._sctp.FLAG_EOR), socket.ntohl(info.ppid & 0xFFFFFFFF))
 
     def _on_socket_error(self, exc: OSError) -> None:  # pragma: no cover - kernel trouble
         log.error("%s: socket error %s", self, exc)
@@ -727,12 +734,13 @@ class SctpEndpoint(Endpoint, _SctpBase):
     # -- sending ------------------------------------------------------------------------
     def _try_send(self, ch: SctpChannel, data: bytes, ppid: int, stream: int,
                   flags: int) -> bool:
-        to = getattr(ch, "_send_to", None)
-        if to is None:
-            ch._set_closed("association has no peer address")
-            return True
+        # sendmsg with SCTP_SNDINFO naming the association: no destination
+        # address, so a send can never set up a new association by accident
+        # (pysctp's sctp_send also overflows on PPIDs >= 2**31 after htonl).
         try:
-            self._sock.sctp_send(data, to=to, ppid=ppid, stream=stream, flags=flags)
+            self._sock._sk.sendmsg([data], [(socket.IPPROTO_SCTP, _SCTP_SNDINFO,
+                                             _SNDINFO.pack(stream, flags, socket.htonl(ppid),
+                                                           0, ch.assoc_id))])
             return True
         except (BlockingIOError, InterruptedError):
             return False

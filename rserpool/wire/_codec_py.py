@@ -383,7 +383,8 @@ class PoolElement(_Record):
 
     ``registration_life`` is in milliseconds (signed 32 bits);
     ``asap_transport`` is the PE's ASAP endpoint as its home registrar sees it
-    (present in ENRP, absent in ASAP).
+    (present in ENRP, absent in ASAP): an SctpTransport (RFC 5354), or a
+    TcpTransport for a PE that reaches its registrar over TCP (rserpool).
     """
 
     __slots__ = ("identifier", "home_registrar", "registration_life",
@@ -393,7 +394,7 @@ class PoolElement(_Record):
 
     def __init__(self, identifier: int, home_registrar: int, registration_life: int,
                  user_transport: Any, policy: PoolPolicy,
-                 asap_transport: SctpTransport | None = None) -> None:
+                 asap_transport: SctpTransport | TcpTransport | None = None) -> None:
         _init(self, identifier=_as_int(identifier), home_registrar=_as_int(home_registrar),
               registration_life=_as_int(registration_life), user_transport=user_transport,
               policy=policy, asap_transport=asap_transport)
@@ -927,7 +928,7 @@ def _dec_pool_element(data: bytes, item: _Item) -> PoolElement:
     policy = _dec_policy(data, subs[1])
     asap = None
     if len(subs) > 2:
-        if subs[2].ptype != _PT.SCTP_TRANSPORT:
+        if subs[2].ptype not in (_PT.SCTP_TRANSPORT, _PT.TCP_TRANSPORT):
             raise _unexpected(subs[2], where)
         asap = _dec_transport(data, subs[2])
         if len(subs) > 3:
@@ -1461,8 +1462,9 @@ def _e_pool_element(buf: bytearray, pe: Any) -> None:
     _e_transport(buf, pe.user_transport)
     _e_policy(buf, pe.policy)
     if pe.asap_transport is not None:
-        if type(pe.asap_transport) is not SctpTransport:
-            raise EncodeError("the ASAP transport of a pool element must be an SctpTransport")
+        if type(pe.asap_transport) not in (SctpTransport, TcpTransport):
+            raise EncodeError("the ASAP transport of a pool element must be an SctpTransport "
+                              "or a TcpTransport")
         _e_transport(buf, pe.asap_transport)
     _finish(buf, start)
 

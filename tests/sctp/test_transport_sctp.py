@@ -74,9 +74,11 @@ def test_one_to_one_client_to_one_to_many_endpoint_ppid_per_message():
         ch.send(b"application data", ppid=0x29, stream=0)
         big = bytes(range(256)) * 200  # 51,200 bytes: fragmented by SCTP
         ch.send(big, ppid=0x29)
-        await c.wait(lambda: len(c.messages) == 3)
+        ch.send(b"high ppids", ppid=4242)
+        ch.send(b"top", ppid=0xFFFFFFFE)
+        await c.wait(lambda: len(c.messages) == 5)
         assert c.messages == [(b"\x0b\x00\x00\x04", PPID.ASAP), (b"application data", 0x29),
-                              (big, 0x29)]
+                              (big, 0x29), (b"high ppids", 4242), (b"top", 0xFFFFFFFE)]
         # an unbound client advertises all its addresses (SCTP multi-homing)
         assert "127.0.0.1" in channels[0].peer_addresses
         ch.close()

@@ -297,3 +297,25 @@ def test_hot_path(accel_impl):
         w.build_handle_resolution_response(b"EchoPool", pol, ["not bytes"])
     with pytest.raises(errors.EncodeError):
         w.encode_parameter(w.PoolPolicy(1, [0] * 16382))
+
+
+def test_pool_element_asap_transport_sctp_or_tcp(accel_impl):
+    """The ASAP transport of a PE (ENRP form) is SCTP (RFC 5354) or, for a PE
+    that registered over TCP, TCP; other transports are refused both ways."""
+    w = accel_impl
+    policy = w.PoolPolicy(1, ())
+    user = w.TcpTransport(7000, ("10.0.0.1",), 0)
+    for asap in (w.SctpTransport(3863, ("10.0.0.1",), 0), w.TcpTransport(40000, ("10.0.0.1",), 0)):
+        pe = w.PoolElement(5, 7, 90000, user, policy, asap)
+        data = w.encode_parameter(pe)
+        assert w.decode_parameter(data) == pe
+        assert type(w.decode_parameter(data).asap_transport) is type(asap)
+    with pytest.raises(errors.EncodeError):
+        w.encode_parameter(w.PoolElement(5, 7, 90000, user, policy,
+                                         w.UdpTransport(1, ("10.0.0.1",))))
+    udp_pe = bytearray(w.encode_parameter(w.PoolElement(5, 7, 90000, user, policy,
+                                                        w.TcpTransport(1, ("10.0.0.1",), 0))))
+    tail = udp_pe.rfind(b"\x00\x05\x00")  # the last TLV: the TCP ASAP transport
+    udp_pe[tail:tail + 2] = b"\x00\x06"    # make it a UDP transport
+    with pytest.raises(errors.WireError):
+        w.decode_parameter(bytes(udp_pe))

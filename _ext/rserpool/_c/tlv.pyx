@@ -635,7 +635,8 @@ Pool Element parameter (0x000a).
 
     ``registration_life`` is in milliseconds (signed 32 bits);
     ``asap_transport`` is the PE's ASAP endpoint as its home registrar sees it
-    (present in ENRP, absent in ASAP).
+    (present in ENRP, absent in ASAP): an SctpTransport (RFC 5354), or a
+    TcpTransport for a PE that reaches its registrar over TCP (rserpool).
     """
 
     cdef readonly object identifier
@@ -1594,7 +1595,7 @@ cdef PoolElement _dec_pool_element(bytes data, cbuf p, Item* item):
     policy = _dec_policy(p, &s)
     asap = None
     if _next_known(p, &scan, end, &s):
-        if s.ptype != PT_SCTP:
+        if s.ptype != PT_SCTP and s.ptype != PT_TCP:
             raise _unexpected(&s, "a pool element parameter")
         asap = _dec_transport(data, p, &s)
         if _next_known(p, &scan, end, &s):
@@ -2425,8 +2426,10 @@ cdef int _e_pool_element(Writer* w, object obj) except -1:
     _e_transport(w, pe.user_transport)
     _e_policy(w, pe.policy)
     if pe.asap_transport is not None:
-        if type(pe.asap_transport) is not SctpTransport:
-            raise EncodeError("the ASAP transport of a pool element must be an SctpTransport")
+        if type(pe.asap_transport) is not SctpTransport and \
+                type(pe.asap_transport) is not TcpTransport:
+            raise EncodeError("the ASAP transport of a pool element must be an SctpTransport "
+                              "or a TcpTransport")
         _e_transport(w, pe.asap_transport)
     return _w_finish(w, start)
 
