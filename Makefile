@@ -9,6 +9,7 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST_ARGS ?=
+RUN_ARGS  ?=
 BENCH_ARGS  ?=
 FUZZ_RUNS   ?= 200000
 FUZZ_TARGETS ?= $(wildcard fuzz/fuzz_*.py)
@@ -19,7 +20,7 @@ help:
 	@echo "make setup     - system packages + .venv + editable install (idempotent)"
 	@echo "make build     - compile _ext/**/*.pyx into rserpool/_c/ (RSERPOOL_DEBUG=1 for tracing)"
 	@echo "make test      - setup + build + pytest (PYTEST_ARGS=...)"
-	@echo "make run       - setup + rserpool dump tests/data/*.pcap"
+	@echo "make run       - build + start a registrar: rserpool registrar (RUN_ARGS=...)"
 	@echo "make bench     - pytest benches/ --benchmark-only (BENCH_ARGS=...)"
 	@echo "make fuzz      - run fuzz/fuzz_*.py with atheris (FUZZ_RUNS=$(FUZZ_RUNS))"
 	@echo "make clean     - remove build products;  make distclean - also .venv"
@@ -30,8 +31,10 @@ setup:
 build: setup
 	$(PY) setup.py --quiet build_ext --inplace --parallel $(JOBS)
 
-run: setup
-	$(VENV)/bin/rserpool dump tests/data/*.pcap
+# A registrar on every address, port 3863, SCTP (when the kernel has it) and
+# TCP, Server Announces on; it prints where it listens.  Ctrl-C stops it.
+run: build
+	$(VENV)/bin/rserpool registrar $(RUN_ARGS)
 
 test: build
 	$(PY) -m pytest $(PYTEST_ARGS)

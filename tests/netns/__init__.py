@@ -1,0 +1,1 @@
+"""Tests across network namespaces (marker ``netns``); see conftest.py."""
