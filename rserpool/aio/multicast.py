@@ -70,6 +70,7 @@ class AnnounceSender:
         self._transport: Optional[asyncio.DatagramTransport] = None
         self._task: Optional[asyncio.Task[None]] = None
         self.sent = 0
+        self._errors_seen: set[int | None] = set()
         self.group = ""
         self.port = 0
         self.source: tuple[str, int] = ("", 0)
@@ -131,7 +132,10 @@ class AnnounceSender:
             self._transport.sendto(data, (self.group, self.port))
             self.sent += 1
         except OSError as exc:  # e.g. no multicast route
-            log.warning("multicast send to %s:%d failed: %s", self.group, self.port, exc)
+            # WARNING once per distinct error, DEBUG on repeats (every interval)
+            level = logging.DEBUG if exc.errno in self._errors_seen else logging.WARNING
+            self._errors_seen.add(exc.errno)
+            log.log(level, "multicast send to %s:%d failed: %s", self.group, self.port, exc)
 
     def stop(self) -> None:
         if self._task is not None:
