@@ -34,6 +34,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import logging
 import ipaddress
 from typing import Any, Optional
 
@@ -350,8 +351,9 @@ class Registrar:
                             pass
                 for channel, reason in core.pop_aborts():
                     channel.abort(reason)
-                for event in core.pop_events():
-                    self._log_event(event)
+                events = core.pop_events()
+                if events:
+                    self._log_events(events)
                 if not self._repump:
                     break
         finally:
@@ -414,11 +416,34 @@ class Registrar:
         if self._noise is not None:
             self._noise.warning((channel.peer[0], kind), "%s: %s", _peer_text(channel), text)
 
+    def _log_events(self, events: list[Any]) -> None:
+        """Log a batch of core events.  The PEs removed because their
+        association was lost get one INFO line per association (each PE at
+        DEBUG): a PE host with thousands of PEs going away is one line."""
+        lost: dict[Any, list[Any]] = {}
+        for ev in events:
+            if type(ev) is PoolElementRemoved and ev.reason == "association lost":
+                lost.setdefault(ev.association, []).append(ev)
+            else:
+                self._log_event(ev)
+        for channel, evs in lost.items():
+            if len(evs) == 1:
+                self._log_event(evs[0])
+                continue
+            registrar_log.info("%d PEs removed: association %s lost", len(evs),
+                               _peer_text(channel))
+            if registrar_log.isEnabledFor(logging.DEBUG):
+                for ev in evs:
+                    registrar_log.debug("PE 0x%08x removed from pool %s: %s", ev.identifier,
+                                        format_pool_handle(ev.pool_handle), ev.reason)
+
     def _log_event(self, ev: Any) -> None:
         t = type(ev)
         if t is PoolElementRegistered or t is PoolElementUpdated:
             channel = ev.association
             level_info = t is PoolElementRegistered
+            if not registrar_log.isEnabledFor(logging.INFO if level_info else logging.DEBUG):
+                return
             text = ("PE 0x%08x %s in pool %s: %s, %s, life %.1f s, via %s"
                     % (ev.identifier, "registered" if level_info else "re-registered",
                        format_pool_handle(ev.pool_handle), _transport_text(ev.user_transport),

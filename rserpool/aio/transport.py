@@ -261,6 +261,7 @@ class TcpChannel(Channel, asyncio.Protocol):
                              else _SessionFramer(max_message_size))
         self._on_made = on_made
         self._paused_reading = False
+        self._cork: Optional[list[bytes]] = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -294,18 +295,31 @@ class TcpChannel(Channel, asyncio.Protocol):
         except WireError as exc:
             self.abort(f"framing error: {exc}")
             return
-        if self.framing == "asap":
-            for msg in frames:
-                self._deliver(msg, PPID.ASAP)
-                if self.closed:
-                    return
-        else:
-            for ppid, msg in frames:
-                self._deliver(msg, ppid)
-                if self.closed:
-                    return
         if not frames:
             self.last_receive = self._loop.time()
+            return
+        # Replies to pipelined requests are written once after the batch
+        # (one system call instead of one per message).
+        self._cork = []
+        try:
+            if self.framing == "asap":
+                for msg in frames:
+                    self._deliver(msg, PPID.ASAP)
+                    if self.closed:
+                        return
+            else:
+                for ppid, msg in frames:
+                    self._deliver(msg, ppid)
+                    if self.closed:
+                        return
+        finally:
+            self._uncork()
+
+    def _uncork(self) -> None:
+        cork, self._cork = self._cork, None
+        t = self._transport
+        if cork and t is not None and not t.is_closing():
+            t.write(cork[0] if len(cork) == 1 else b"".join(cork))
 
     def eof_received(self) -> bool:
         return False  # close the transport
@@ -333,15 +347,18 @@ class TcpChannel(Channel, asyncio.Protocol):
         t = self._transport
         if self.closed or t is None or t.is_closing():
             raise ConnectionError(f"{self!r} is closed")
-        if self.framing == "asap":
-            t.write(data)
+        if self.framing != "asap":
+            data = SESSION_HEADER.pack(ppid, len(data)) + data
+        if self._cork is not None:
+            self._cork.append(data)
         else:
-            t.write(SESSION_HEADER.pack(ppid, len(data)) + data)
+            t.write(data)
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             if self.close_reason is None:
                 self.close_reason = "closed locally"
+            self._uncork()
             self._transport.close()
 
     def abort(self, reason: Optional[str] = None) -> None:
@@ -356,7 +373,8 @@ class TcpChannel(Channel, asyncio.Protocol):
 
     @property
     def write_buffered(self) -> int:
-        return self._transport.get_write_buffer_size() if self._transport else 0
+        corked = sum(map(len, self._cork)) if self._cork else 0
+        return corked + (self._transport.get_write_buffer_size() if self._transport else 0)
 
 
 # ======================================================================================

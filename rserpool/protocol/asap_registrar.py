@@ -69,6 +69,7 @@ Rules this module follows (decisions marked *ours* go beyond RSPLIB):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 from dataclasses import dataclass
@@ -255,6 +256,7 @@ class AssociationInfo:
                 f"{','.join(self.peer_addresses)}:{self.peer_port})")
 
 
+@functools.lru_cache(maxsize=4096)
 def _normalize(address: str) -> str:
     """Canonical text of an address: no scope ID, IPv4-mapped IPv6 as IPv4.
     Text that is not an address is returned unchanged (it then matches no

@@ -219,3 +219,24 @@ def test_parse_registrar_address(text, expected):
 def test_parse_registrar_address_refuses(bad):
     with pytest.raises(ValueError):
         parse_registrar_address(bad)
+
+
+def test_replies_to_a_pipelined_batch_arrive_in_order_even_when_the_handler_closes():
+    """Replies written during one read are batched; a close() in the handler
+    still flushes them before the FIN."""
+    async def main():
+        def on_channel(ch):
+            def reply(c, data, ppid):
+                c.send(data)
+                if data[8:9] == b"Q":  # the pool handle starts at offset 8
+                    c.close()
+            ch.on_message = reply
+        ep = await start_endpoint("tcp", ["127.0.0.1"], 0, on_channel=on_channel)
+        r, w = await asyncio.open_connection("127.0.0.1", ep.port)
+        msgs = [encode_message(HandleResolution(b"P%03d" % i)) for i in range(100)]
+        msgs.append(encode_message(HandleResolution(b"Quit")))
+        w.write(b"".join(msgs))  # one segment: one data_received batch
+        assert await r.read() == b"".join(msgs)  # everything, then EOF
+        w.close()
+        ep.close()
+    run(main())
