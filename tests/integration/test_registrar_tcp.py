@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AsapClient, pool_element
+from conftest import AsapClient, make_registrar, pool_element
 from rserpool import cli
 from rserpool.commands.registrar import config_from_args
 from rserpool.constants import MAX32, ErrorCause, PolicyType as PT
@@ -446,8 +446,6 @@ def test_server_announces_from_the_asap_endpoint(registrar_factory, arun, aio_lo
 
 
 def test_port_in_use_fails_cleanly_and_start_is_once(registrar, arun):
-    from conftest import make_registrar
-
     host, port = registrar.address("tcp")
     second = make_registrar(asap_port=port)
     with pytest.raises(OSError):
