@@ -202,7 +202,7 @@ def pu_records(proc: netns.Process, since: float = float("-inf")) -> list[dict]:
 
 
 def wait_pu_resolves(proc: netns.Process, registrar: list, pe_address: str, since: float,
-                     timeout: float = 15.0) -> dict:
+                     timeout: float = 30.0) -> dict:
     """Wait for the long-running PU to resolve the PE through ``registrar``
     ([host, port, id]), the PE registered there (home registrar)."""
     def found() -> dict | None:
@@ -268,9 +268,12 @@ def test_pe_and_pu_find_registrars_by_announces_and_follow_a_new_one(network, lo
     pe.wait_output("registrar lost")
     # Its learned entry expires: the PU's table empties (5 s after the last
     # announce; the registrar is not configured anywhere, so nothing is left).
+    # The loop prints a record when a resolve ends: one started just before
+    # the loss hunts until the entry expires (5 s), then waits for announces
+    # (the 7.5 s hunt timeout) before it prints the empty table, so allow 30 s.
     emptied = netns.wait_until(
         lambda: next((r for r in pu_records(pu_loop, first["time"]) if r["table"] == []), None),
-        timeout=15, message=lambda: "PU forgetting registrar 1\n" + pu_loop.describe(15))
+        timeout=30, message=lambda: "PU forgetting registrar 1\n" + pu_loop.describe(15))
 
     # A second registrar appears on a fourth host: the PE registers there,
     # and the PU resolves the PE through it.
