@@ -39,16 +39,17 @@ import argparse
 import asyncio
 import math
 import os
-import shlex
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from load_resolution import (POLICIES, Output, PeFarm, ServerProcess,  # noqa: E402
-                             check_response, cpu_seconds, decode_message, enumerate_pool,
-                             find_listener_pid, fmt_latency, loopback_target, machine_facts,
-                             raise_fd_limit, resolve_once, rss_bytes, run_load, start_registrar)
+from _loadcommon import (BENCH_ERRORS, Output, ServerProcess,  # noqa: E402
+                         add_registrar_and_out_options, cpu_seconds, end_report, new_parser,
+                         registrar_under_test, rss_bytes, run_bench, start_report,
+                         stop_servers)
+from load_resolution import (POLICIES, PeFarm, check_response, decode_message,  # noqa: E402
+                             enumerate_pool, fmt_latency, resolve_once, run_load)
 
 
 async def wait_pool_gone(host: str, port: int, pool: bytes, timeout: float) -> float | None:
@@ -64,30 +65,22 @@ async def wait_pool_gone(host: str, port: int, pool: bytes, timeout: float) -> f
 
 async def bench(ns: argparse.Namespace, out: Output) -> int:
     failures: list[str] = []
-    out(machine_facts())
-    out(f"# command: {shlex.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])}")
-    raise_fd_limit()
+    start_report(out)
     pool = ns.pool.encode()
     registrar: ServerProcess | None = None
     farm: PeFarm | None = None
     rc = 0
     try:
-        if ns.target:
-            host, port = ns.target_address
-            pid = ns.pid or find_listener_pid(port)
+        options = ["--keep-alive-interval", f"{ns.keep_alive_interval:g}",
+                   "--keep-alive-timeout", f"{ns.keep_alive_timeout:g}",
+                   "--max-increment", "128", "--max-hres-items", "128",
+                   *ns.registrar_arg]
+        registrar, host, port, pid = await registrar_under_test(ns, out, options)
+        if not registrar:
             if not pid:
                 raise RuntimeError("cannot find the registrar's pid: give --pid")
             out(f"registrar: {host}:{port} (given), pid {pid}; its keep-alive interval is "
                 f"assumed to be {ns.keep_alive_interval:g} s")
-        else:
-            options = ["--keep-alive-interval", f"{ns.keep_alive_interval:g}",
-                       "--keep-alive-timeout", f"{ns.keep_alive_timeout:g}",
-                       "--max-increment", "128", "--max-hres-items", "128",
-                       *ns.registrar_arg]
-            registrar = await start_registrar(ns.registrar_cmd, options)
-            host, port, pid = "127.0.0.1", registrar.port, registrar.pid
-            out(f"registrar: started `{shlex.join(registrar.command[1:])}`, pid {pid}, "
-                f"tcp {host}:{port}")
         rss0 = rss_bytes(pid)
         farm = PeFarm(host, port, pool, ns.pes, ns.associations, policy=ns.policy,
                       life_ms=ns.life, window=ns.window)
@@ -196,33 +189,19 @@ async def bench(ns: argparse.Namespace, out: Output) -> int:
         if check_response(probe, pool, None) is None:
             left = len(decode_message(probe, "asap").pool_elements)
             failures.append(f"pool still resolvable after teardown ({left} PEs returned)")
-    except (RuntimeError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
+    except BENCH_ERRORS as exc:
         failures.append(f"{type(exc).__name__}: {exc}")
     finally:
         if farm:
             farm.close()
-        if registrar:
-            problem = registrar.stop()
-            if problem:
-                failures.append(problem)
-        load = os.getloadavg()
-        out(f"# load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-        if failures:
-            out("FAILED:")
-            for f in failures:
-                out(f"  - {f}")
+        stop_servers(failures, registrar)
+        if end_report(out, failures):
             rc = 1
-        else:
-            out("OK: no errors")
     return rc
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--target", metavar="HOST:PORT",
-                        help="a running registrar (loopback only); default: start one")
+    parser = new_parser(__doc__)
     parser.add_argument("--pid", type=int, help="with --target: the registrar's pid "
                         "(default: the process listening on the port, if visible)")
     parser.add_argument("--pes", type=int, default=100_000, help="pool elements to register")
@@ -253,25 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teardown", choices=("close", "deregister"), default="close")
     parser.add_argument("--max-cores", type=float,
                         help="exit 2 if the steady-state CPU use is above this")
-    parser.add_argument("--registrar-cmd",
-                        help="command that starts a registrar (default: "
-                             "'<python> -m rserpool registrar')")
-    parser.add_argument("--registrar-arg", action="append", default=[], metavar="ARG",
-                        help="extra registrar option (repeat)")
-    parser.add_argument("--out", help="also write the report to this file")
+    add_registrar_and_out_options(parser)
     ns = parser.parse_args(argv)
     if ns.pes < 1 or ns.associations < 1 or ns.window < 1 or ns.duration <= 0:
         parser.error("--pes, --associations, --window and --duration must be positive")
     if ns.settle is None:
         ns.settle = ns.keep_alive_interval + 2.0
-    ns.target_address = loopback_target(ns.target) if ns.target else None
-    out = Output()
-    try:
-        rc = asyncio.run(bench(ns, out))
-    except KeyboardInterrupt:
-        rc = 130
-    out.save(ns.out)
-    return rc
+    return run_bench(bench, ns)
 
 
 if __name__ == "__main__":

@@ -35,152 +35,49 @@ The exit status is 0 when everything was answered correctly, 1 when anything
 failed (errors, a server that died or did not stop on SIGTERM), 2 when
 ``--min-ratio`` is given and the median ratio is below it.
 
-``PeFarm``, ``ServerProcess``, ``run_load`` and the helpers here are also used
-by ``benches/load_registrations.py``.
+``PeFarm``, ``run_load`` and the helpers here are also used by
+``benches/load_registrations.py``; what else the two share is in
+``benches/_loadcommon.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import math
 import multiprocessing
 import os
-import platform
 import random
-import re
-import resource
-import shlex
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from array import array
 from collections import deque
 from itertools import repeat
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from rserpool.constants import AsapType, PolicyType, TransportUse
 from rserpool.errors import WireError
-from rserpool.wire import (IMPLEMENTATION, Deregistration, EndpointKeepAliveAck, HandleResolution,
+from rserpool.wire import (Deregistration, EndpointKeepAliveAck, HandleResolution,
                            HandleResolutionResponse, PoolElement, PoolPolicy, Registration,
                            StreamFramer, TcpTransport, decode_message, encode_message)
+
+from _loadcommon import (BENCH_ERRORS, Output, ServerProcess, add_registrar_and_out_options,
+                         cpu_seconds, end_report, loopback_target, new_parser,
+                         registrar_under_test, run_bench, start_report, stop_servers)
 
 POLICIES = {"RR": (PolicyType.ROUND_ROBIN, ()), "RAND": (PolicyType.RANDOM, ()),
             "LU": (PolicyType.LEAST_USED, (0,)), "WRR": (PolicyType.WEIGHTED_ROUND_ROBIN, (1,))}
 #: How long a phase may take, past its duration, to collect its last answers.
 DRAIN_TIMEOUT = 10.0
-_TICK = os.sysconf("SC_CLK_TCK")
 _KEEP_ALIVE = AsapType.ENDPOINT_KEEP_ALIVE
 _REGISTRATION_RESPONSE = AsapType.REGISTRATION_RESPONSE
 _DEREGISTRATION_RESPONSE = AsapType.DEREGISTRATION_RESPONSE
 
 
 # ---------------------------------------------------------------------------
-# machine facts, /proc readings, address checks
-
-def machine_facts() -> str:
-    """One line: cores, CPU model, load average now, kernel, Python, codec."""
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0))
-    load = os.getloadavg()
-    return (f"# machine: {usable} usable of {os.cpu_count()} cores, {model}; load average "
-            f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start; Linux {platform.release()}; "
-            f"{platform.python_implementation()} {platform.python_version()}; "
-            f"rserpool codec {IMPLEMENTATION}; {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        text = f.read()
-    fields = text[text.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def find_listener_pid(port: int) -> int | None:
-    """The pid of the (own user's) process listening on TCP ``port``, if any."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(f"socket:[{parts[9]}]")
-        except OSError:
-            continue
-    if not inodes:
-        return None
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
-                    return int(pid)
-        except OSError:
-            continue
-    return None
-
-
-def loopback_target(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` -> (address, port); refuses anything that is not loopback."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SystemExit(f"--target {text!r} is not HOST:PORT")
-    try:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise SystemExit(f"--target {text!r}: {exc}") from exc
-    addresses = [info[4][0] for info in infos]
-    if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback
-                                for a in addresses):
-        raise SystemExit(f"--target {text!r} resolves to {addresses}: this load generator "
-                         f"only runs against loopback addresses")
-    return addresses[0], int(port)
-
-
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _child_setup(raise_fds: bool) -> Callable[[], None]:
-    """preexec_fn of a server subprocess: SIGTERM when this process dies
-    (Linux PR_SET_PDEATHSIG), and optionally the raised fd limit."""
-    def setup() -> None:
-        try:
-            import ctypes
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-        if raise_fds:
-            raise_fd_limit()
-    return setup
-
+# latencies
 
 class Latencies:
     """A histogram of latencies in 1 µs buckets up to ``LIMIT`` µs (the rest
@@ -245,104 +142,6 @@ class Latencies:
 def fmt_latency(p: dict[str, float]) -> str:
     return (f"p50 {p['p50'] * 1e3:.3f} ms  p90 {p['p90'] * 1e3:.3f}  p99 {p['p99'] * 1e3:.3f}  "
             f"max {p['max'] * 1e3:.3f}")
-
-
-# ---------------------------------------------------------------------------
-# server subprocesses
-
-class ServerProcess:
-    """A server subprocess whose output goes to a log file; ready once a line
-    of its output matches ``port_pattern`` (group 1: the TCP port)."""
-
-    def __init__(self, name: str, command: list[str], port_pattern: str, *,
-                 raise_fds: bool = False) -> None:
-        self.name = name
-        self.command = command
-        self.pattern = re.compile(port_pattern, re.IGNORECASE | re.MULTILINE)
-        self.log = tempfile.NamedTemporaryFile(prefix=f"load-{name}-", suffix=".log",
-                                               delete=False)
-        self.port = 0
-        self.proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-            preexec_fn=_child_setup(raise_fds))
-        self.pid = self.proc.pid
-
-    def output(self) -> str:
-        with open(self.log.name, errors="replace") as f:
-            return f.read()
-
-    def tail(self, lines: int = 15) -> str:
-        return "\n".join(f"    {self.name}| {line}"
-                         for line in self.output().splitlines()[-lines:])
-
-    async def wait_ready(self, host: str = "127.0.0.1", timeout: float = 30.0) -> int:
-        """Wait for the port in the output and a successful connect; the port."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with status {self.proc.returncode} "
-                                   f"before it was ready:\n{self.tail()}")
-            m = self.pattern.search(self.output())
-            if m:
-                port = int(m.group(1))
-                try:
-                    _, w = await asyncio.open_connection(host, port)
-                except OSError:
-                    pass
-                else:
-                    w.close()
-                    self.port = port
-                    return port
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s "
-                           f"(command: {shlex.join(self.command)}):\n{self.tail()}")
-
-    def stop(self, timeout: float = 10.0) -> str | None:
-        """SIGTERM, wait; a problem description if it did not stop cleanly."""
-        problem = None
-        if self.proc.poll() is not None:
-            problem = (f"{self.name} had already exited with status {self.proc.returncode}"
-                       f":\n{self.tail()}")
-        else:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                rc = self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                problem = f"{self.name} did not stop within {timeout:.0f} s of SIGTERM"
-            else:
-                if rc not in (0, -signal.SIGTERM):
-                    problem = f"{self.name} exited with status {rc} on SIGTERM:\n{self.tail()}"
-        self.log.close()
-        if problem is None:
-            os.unlink(self.log.name)
-        else:
-            problem += f"\n    (log kept in {self.log.name})"
-        return problem
-
-
-#: A line of the registrar's start-up message naming its TCP ASAP endpoint.
-REGISTRAR_PORT_PATTERN = r"\btcp\b[^\n]*?\b127\.0\.0\.1\]?:(\d+)"
-
-
-def registrar_command(base: str | None, options: Sequence[str]) -> list[str]:
-    """The registrar command line: TCP on 127.0.0.1 at an ephemeral port, no
-    multicast, then ``options``."""
-    cmd = shlex.split(base) if base else [sys.executable, "-m", "rserpool", "registrar"]
-    return cmd + ["--transport", "tcp", "--address", "127.0.0.1", "--asap-port", "0",
-                  "--no-announce", *options]
-
-
-async def start_registrar(base: str | None, options: Sequence[str]) -> ServerProcess:
-    server = ServerProcess("registrar", registrar_command(base, options),
-                           REGISTRAR_PORT_PATTERN, raise_fds=True)
-    try:
-        await server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
 
 
 # ---------------------------------------------------------------------------
@@ -927,42 +726,18 @@ async def run_load(name: str, host: str, port: int, server_pid: int | None, *, p
 # ---------------------------------------------------------------------------
 # the benchmark
 
-class Output:
-    """Prints lines and keeps them for ``--out``."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, text: str = "") -> None:
-        print(text, flush=True)
-        self.lines.append(text)
-
-    def save(self, path: str | None) -> None:
-        if path:
-            with open(path, "w") as f:
-                f.write("\n".join(self.lines) + "\n")
-
-
 async def bench(ns: argparse.Namespace, out: Output) -> int:
     failures: list[str] = []
-    out(machine_facts())
-    out(f"# command: {shlex.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])}")
-    raise_fd_limit()
+    start_report(out)
     pool = ns.pool.encode()
     registrar: ServerProcess | None = None
     echo: ServerProcess | None = None
     farm: PeFarm | None = None
     rc = 0
     try:
-        if ns.target:
-            host, port = ns.target_address
-            pid = ns.pid or find_listener_pid(port)
+        registrar, host, port, pid = await registrar_under_test(ns, out, ns.registrar_arg)
+        if not registrar:
             out(f"registrar: {host}:{port} (given), pid {pid or 'unknown: no CPU figures'}")
-        else:
-            registrar = await start_registrar(ns.registrar_cmd, ns.registrar_arg)
-            host, port, pid = "127.0.0.1", registrar.port, registrar.pid
-            out(f"registrar: started `{shlex.join(registrar.command[1:])}`, pid {pid}, "
-                f"tcp {host}:{port}")
         if ns.pes:
             farm = PeFarm(host, port, pool, ns.pes, ns.pe_associations, policy=ns.policy)
             took = await farm.start()
@@ -1072,34 +847,19 @@ async def bench(ns: argparse.Namespace, out: Output) -> int:
                 failures.append(f"PE associations: {farm.failures}")
             if farm.lost:
                 failures.extend(farm.lost)
-    except (RuntimeError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
+    except BENCH_ERRORS as exc:
         failures.append(f"{type(exc).__name__}: {exc}")
     finally:
         if farm:
             farm.close()
-        for server in (echo, registrar):
-            if server:
-                problem = server.stop()
-                if problem:
-                    failures.append(problem)
-        load = os.getloadavg()
-        out(f"# load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-        if failures:
-            out("FAILED:")
-            for f in failures:
-                out(f"  - {f}")
+        stop_servers(failures, echo, registrar)
+        if end_report(out, failures):
             rc = 1
-        else:
-            out("OK: no errors")
     return rc
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--target", metavar="HOST:PORT",
-                        help="a running registrar (loopback only); default: start one")
+    parser = new_parser(__doc__)
     parser.add_argument("--pid", type=int,
                         help="with --target: the registrar's pid, for its CPU use "
                              "(default: the process listening on the port, if visible)")
@@ -1134,12 +894,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-echo", action="store_true", help="skip the echo baseline")
     parser.add_argument("--min-ratio", type=float,
                         help="exit 2 if the median registrar/echo ratio is below this")
-    parser.add_argument("--registrar-cmd",
-                        help="command that starts a registrar (default: "
-                             "'<python> -m rserpool registrar')")
-    parser.add_argument("--registrar-arg", action="append", default=[], metavar="ARG",
-                        help="extra registrar option (repeat), e.g. --registrar-arg=--verbose")
-    parser.add_argument("--out", help="also write the report to this file")
+    add_registrar_and_out_options(parser, ", e.g. --registrar-arg=--verbose")
     parser.add_argument("--serve-echo", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reply", help=argparse.SUPPRESS)
     parser.add_argument("--address", default="127.0.0.1", help=argparse.SUPPRESS)
@@ -1157,14 +912,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if ns.duration <= 0 or ns.pes < 0 or ns.pe_associations < 1:
         parser.error("--duration must be positive, --pes >= 0, --pe-associations >= 1")
-    ns.target_address = loopback_target(ns.target) if ns.target else None
-    out = Output()
-    try:
-        rc = asyncio.run(bench(ns, out))
-    except KeyboardInterrupt:
-        rc = 130
-    out.save(ns.out)
-    return rc
+    return run_bench(bench, ns)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,20 @@ def _wildcard(addr: str | None) -> bool:
     return not addr or addr in ("0.0.0.0", "::")
 
 
+def _shared_udp_socket(v6: bool) -> socket.socket:
+    """A UDP socket (IPv6 or IPv4) with SO_REUSEADDR and, where there is one,
+    SO_REUSEPORT: several senders and listeners may bind the same port."""
+    sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class _Datagram(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: Optional[Callable[[bytes, tuple[str, int]], None]]) -> None:
         self.on_datagram = on_datagram
@@ -88,11 +102,8 @@ class AnnounceSender:
         self.group, self.port = group, port
         loop = asyncio.get_running_loop()
         v6 = _is_v6(group)
-        sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+        sock = _shared_udp_socket(v6)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if hasattr(socket, "SO_REUSEPORT"):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             src_host = source[0] or ("::" if v6 else "0.0.0.0")
             if_addr = interface if interface is not None else src_host
             if v6:
@@ -161,11 +172,8 @@ class AnnounceListener:
         self = cls()
         loop = asyncio.get_running_loop()
         v6 = _is_v6(group)
-        sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+        sock = _shared_udp_socket(v6)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if hasattr(socket, "SO_REUSEPORT"):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if v6:
                 sock.bind(("::", port))
                 mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", 0)

@@ -421,6 +421,29 @@ class _SctpBase:
             self._writer_armed = False
             self._loop.remove_writer(self._fd)
 
+    def _sendmsg(self, data: bytes, ppid: int, stream: int, flags: int, assoc_id: int) -> bool:
+        """Send one message with an ``SCTP_SNDINFO`` control message: True when
+        sent, False when the socket buffer is full (try again when writable).
+
+        The association is named by ``assoc_id`` (0 on a one-to-one socket),
+        never by a destination address, so a send can never set up a new
+        association by accident (pysctp's sctp_send also overflows on PPIDs
+        >= 2**31 after htonl).
+
+        :raises OSError: any other send failure.
+        """
+        try:
+            self._sock._sk.sendmsg([data], [(socket.IPPROTO_SCTP, _SCTP_SNDINFO,
+                                             _SNDINFO.pack(stream, flags, socket.htonl(ppid),
+                                                           0, assoc_id))])
+            return True
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return False
+            raise
+
     def _close_socket(self) -> None:
         try:
             self._loop.remove_reader(self._fd)
@@ -554,15 +577,8 @@ class _OneToOne(_SctpBase):
     def _try_send(self, ch: SctpChannel, data: bytes, ppid: int, stream: int,
                   flags: int) -> bool:
         try:
-            self._sock._sk.sendmsg([data], [(socket.IPPROTO_SCTP, _SCTP_SNDINFO,
-                                             _SNDINFO.pack(stream, flags, socket.htonl(ppid),
-                                                           0, 0))])
-            return True
-        except (BlockingIOError, InterruptedError):
-            return False
+            return self._sendmsg(data, ppid, stream, flags, 0)
         except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                return False
             self._finish(f"send failed: {exc}")
             return True
 
@@ -752,19 +768,9 @@ class SctpEndpoint(Endpoint, _SctpBase):
     # -- sending ------------------------------------------------------------------------
     def _try_send(self, ch: SctpChannel, data: bytes, ppid: int, stream: int,
                   flags: int) -> bool:
-        # sendmsg with SCTP_SNDINFO naming the association: no destination
-        # address, so a send can never set up a new association by accident
-        # (pysctp's sctp_send also overflows on PPIDs >= 2**31 after htonl).
         try:
-            self._sock._sk.sendmsg([data], [(socket.IPPROTO_SCTP, _SCTP_SNDINFO,
-                                             _SNDINFO.pack(stream, flags, socket.htonl(ppid),
-                                                           0, ch.assoc_id))])
-            return True
-        except (BlockingIOError, InterruptedError):
-            return False
+            return self._sendmsg(data, ppid, stream, flags, ch.assoc_id)
         except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                return False
             self._by_id.pop(ch.assoc_id, None)
             ch._set_closed(f"send failed: {exc}")
             return True

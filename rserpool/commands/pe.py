@@ -18,23 +18,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from typing import Any
 
 from ..constants import ASAP_ANNOUNCE_GROUP, ASAP_PORT, PolicyType
 from ..errors import ConfigError, RSerPoolError
+from ._common import StopSignals, log_to_stderr, parse_int as _int
 
 __all__ = ["add_parser", "run"]
 
 _DEFAULT_INTERVAL = 30.0
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
 def _percent(text: str) -> float:
@@ -112,12 +105,7 @@ def _setup_logging(verbose: int, quiet: int) -> None:
         level = logging.INFO
     else:
         level = {0: logging.WARNING}.get(quiet, logging.ERROR)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("rserpool")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    log_to_stderr(level).propagate = False
 
 
 def _hostport(host: str, port: int) -> str:
@@ -163,17 +151,7 @@ async def _serve(ns: argparse.Namespace) -> int:
     from ..protocol.asap_element import (Deregistered, HomeRegistrarChanged, Registered,
                                          RegistrarLost, RegistrationRefused)
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    received: list[str] = []
-
-    def on_signal(sig: signal.Signals) -> None:
-        received.append(sig.name)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
+    with StopSignals() as signals:
         try:
             pe = build_element(ns)
         except ConfigError as exc:
@@ -212,14 +190,10 @@ async def _serve(ns: argparse.Namespace) -> int:
         print(f"PE 0x{pe.identifier:08x}: pool {ns.pool!r}, service {ns.service}, "
               f"{pe.transport.upper()} endpoint {endpoints}", flush=True)
         try:
-            await stop.wait()
+            await signals.wait()
         finally:
             await pe.stop()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    print(f"PE 0x{pe.identifier:08x}: stopped{' on ' + received[0] if received else ''}",
-          flush=True)
+    print(f"PE 0x{pe.identifier:08x}: stopped{signals.suffix()}", flush=True)
     return 0
 
 

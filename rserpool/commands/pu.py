@@ -25,7 +25,7 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from .resolve import add_registrar_options, pool_user_options, setup_logging
+from ._common import add_registrar_options, pool_user_options, registrar_missing, setup_logging
 
 __all__ = ["add_parser", "run", "SERVICE_NAMES"]
 
@@ -237,8 +237,7 @@ def run(ns: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = 
     if ns.interval is not None and ns.service != "pingpong":
         err.write("rserpool pu: --interval is for --service pingpong\n")
         return 2
-    if not ns.registrar and not ns.discovery:
-        err.write("rserpool pu: no registrar: give --registrar or allow discovery\n")
+    if registrar_missing(ns, "pu", err):
         return 1
     try:
         return asyncio.run(_main(ns, out, err, stdin))

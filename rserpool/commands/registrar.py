@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from dataclasses import fields
 from typing import Any, Callable
 
 from ..config import RegistrarConfig, load_registrar_config
 from ..errors import ConfigError
+from ._common import StopSignals, log_to_stderr, parse_int as _int
 
 __all__ = ["add_parser", "run", "config_from_args"]
 
@@ -65,13 +65,6 @@ _HELP: dict[str, tuple[str, str]] = {
 
 #: Tuple fields take a singular option name (repeatable, comma-separable).
 _SINGULAR = {"addresses": "address", "transports": "transport", "peers": "peer"}
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
 def _float(text: str) -> float:
@@ -161,31 +154,17 @@ def config_from_args(ns: argparse.Namespace) -> RegistrarConfig:
 def _setup_logging(verbose: int, quiet: int) -> None:
     level = logging.DEBUG if verbose else {0: logging.INFO, 1: logging.WARNING}.get(
         quiet, logging.ERROR)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("rserpool")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    log_to_stderr(level)
 
 
 async def _serve(config: RegistrarConfig, partial_timeout: float | None) -> int:
     from ..aio.registrar import PARTIAL_MESSAGE_TIMEOUT, Registrar, TransportUnavailableError
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    received: list[str] = []
-
-    def on_signal(sig: signal.Signals) -> None:
-        received.append(sig.name)
-        stop.set()
-
     # Handlers first: a signal during start-up still stops cleanly.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
-    registrar = Registrar(config, log_endpoints=False,
-                          partial_timeout=(PARTIAL_MESSAGE_TIMEOUT if partial_timeout is None
-                                           else partial_timeout))
-    try:
+    with StopSignals() as signals:
+        registrar = Registrar(config, log_endpoints=False,
+                              partial_timeout=(PARTIAL_MESSAGE_TIMEOUT if partial_timeout is None
+                                               else partial_timeout))
         try:
             await registrar.start()
         except TransportUnavailableError as exc:
@@ -197,15 +176,11 @@ async def _serve(config: RegistrarConfig, partial_timeout: float | None) -> int:
         for line in registrar.describe():
             print(line, flush=True)
         try:
-            await stop.wait()
+            await signals.wait()
         finally:
             stats = registrar.statistics()
             await registrar.stop()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    print(f"registrar 0x{registrar.registrar_id:08x}: stopped"
-          f"{' on ' + received[0] if received else ''} "
+    print(f"registrar 0x{registrar.registrar_id:08x}: stopped{signals.suffix()} "
           f"({stats['pool_elements']} PEs in {stats['pools']} pools, "
           f"{stats['resolutions']} handle resolutions served)", flush=True)
     return 0

@@ -11,47 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from typing import Any, TextIO
 
-from ..constants import ASAP_ANNOUNCE_GROUP, ASAP_PORT, ErrorCause
+from ..constants import ErrorCause
 from ..errors import NoRegistrarError, OperationError
+from ._common import add_registrar_options, pool_user_options, registrar_missing, setup_logging
 
 __all__ = ["add_parser", "run", "format_element", "add_registrar_options",
            "setup_logging"]
-
-
-def add_registrar_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``resolve`` and ``pu``: how to find a registrar."""
-    p.add_argument("--registrar", action="append", default=[], metavar="ADDR:PORT",
-                   help="a registrar's ASAP address (repeatable; [v6]:port for IPv6)")
-    p.add_argument("--no-discovery", dest="discovery", action="store_false",
-                   help="do not listen for registrar announces (multicast)")
-    p.add_argument("--transport", choices=("tcp", "sctp"), default="tcp",
-                   help="transport to the registrar (default: tcp)")
-    p.add_argument("--announce", default=f"{ASAP_ANNOUNCE_GROUP}:{ASAP_PORT}",
-                   metavar="GROUP:PORT",
-                   help="multicast group of registrar announces (default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS",
-                   help="registrar request timeout (default: %(default)s)")
-    p.add_argument("-v", "--verbose", action="count", default=0,
-                   help="more log output (-v info, -vv debug)")
-
-
-def setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def pool_user_options(ns: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of :class:`~rserpool.aio.user.PoolUser` from the options."""
-    from ..aio.multicast import parse_registrar_address
-
-    group, port = parse_registrar_address(ns.announce, ASAP_PORT)
-    return dict(registrars=ns.registrar, discovery=ns.discovery, transport=ns.transport,
-                request_timeout=ns.timeout, announce_group=group, announce_port=port)
 
 
 def add_parser(sub: Any) -> None:
@@ -105,8 +73,7 @@ def run(ns: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = 
     if ns.items is not None and ns.items < 1:
         err.write("rserpool resolve: --items must be at least 1\n")
         return 2
-    if not ns.registrar and not ns.discovery:
-        err.write("rserpool resolve: no registrar: give --registrar or allow discovery\n")
+    if registrar_missing(ns, "resolve", err):
         return 1
     try:
         found, registrar = asyncio.run(_resolve(ns))

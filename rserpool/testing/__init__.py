@@ -4,6 +4,8 @@
   which gives tests real kernel SCTP on hosts (and CI machines) without it.
 * :mod:`rserpool.testing.pytest_sctp` is the pytest plugin that runs the
   tests marked ``@pytest.mark.sctp`` there.
+* :mod:`rserpool.testing.aio` holds the asyncio helpers the test modules
+  share (deadlines, polling a condition, a transport message collector).
 
 Importing this package imports nothing else.
 """

@@ -12,57 +12,25 @@ from rserpool.aio.multicast import AnnounceListener, AnnounceSender, RegistrarTa
     parse_registrar_address
 from rserpool.aio.transport import open_channel, start_endpoint
 from rserpool.constants import PPID
+from rserpool.testing.aio import MessageCollector, run_with_timeout
+from rserpool.testing.aio import echo_endpoint as start_echo_endpoint
 from rserpool.wire import (HandleResolution, ServerAnnounce, SctpTransport, TcpTransport,
                            encode_message)
 
 
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 20))
+    return run_with_timeout(coro, 20)
 
 
-class Collector:
-    def __init__(self):
-        self.messages = []
-        self.closed = []
-        self.event = asyncio.Event()
-
-    def on_message(self, ch, data, ppid):
-        self.messages.append((data, ppid))
-        self.event.set()
-
-    def on_close(self, ch, reason):
-        self.closed.append(reason)
-        self.event.set()
-
-    async def wait(self, pred, timeout=5.0):
-        async def loop():
-            while not pred():
-                self.event.clear()
-                await self.event.wait()
-        await asyncio.wait_for(loop(), timeout)
-
-
-async def echo_endpoint(framing="asap"):
-    server_side = Collector()
-    channels = []
-
-    def on_channel(ch):
-        channels.append(ch)
-
-        def echo(c, data, ppid):
-            server_side.on_message(c, data, ppid)
-            c.send(data, ppid=ppid)
-        ch.on_message = echo
-        ch.on_close = server_side.on_close
-    ep = await start_endpoint("tcp", ["127.0.0.1"], 0, framing=framing, on_channel=on_channel)
-    return ep, server_side, channels
+def echo_endpoint(framing="asap"):
+    return start_echo_endpoint("tcp", ["127.0.0.1"], framing)
 
 
 def test_tcp_asap_messages_cross_in_one_piece_and_back():
     async def main():
         ep, server_side, channels = await echo_endpoint()
         assert ep.port and ep.addresses == [("127.0.0.1", ep.port)]
-        c = Collector()
+        c = MessageCollector()
         ch = await open_channel("tcp", "127.0.0.1", ep.port, on_message=c.on_message,
                                 on_close=c.on_close)
         msgs = [encode_message(HandleResolution(b"pool%d" % i, items=i)) for i in range(50)]
@@ -120,7 +88,7 @@ def test_tcp_framing_error_aborts_the_channel(header):
 def test_tcp_session_framing_carries_ppids():
     async def main():
         ep, server_side, _ = await echo_endpoint("session")
-        c = Collector()
+        c = MessageCollector()
         ch = await open_channel("tcp", "127.0.0.1", ep.port, framing="session",
                                 on_message=c.on_message)
         ch.send(b"data", ppid=0x28)
@@ -141,7 +109,7 @@ def test_endpoint_connect_and_abort_reports_reason():
     async def main():
         ep, server_side, channels = await echo_endpoint()
         other = await start_endpoint("tcp", ["127.0.0.1"], 0, on_channel=lambda ch: None)
-        c = Collector()
+        c = MessageCollector()
         ch = await other.connect("127.0.0.1", ep.port, on_close=c.on_close)
         assert ch in other.channels
         ch.abort("test says so")

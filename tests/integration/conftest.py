@@ -30,6 +30,12 @@ streams, independent of ``rserpool.aio.transport``) or SCTP (through
 ``open_channel``): ``send`` bytes or messages, ``recv`` decoded messages,
 ``register`` / ``deregister`` / ``resolve`` / ``unreachable`` shortcuts, and
 ``auto_ack`` to answer Endpoint Keep-Alives like a live PE.
+
+:class:`ResolutionProber` -- a well-behaved pool user on an
+:class:`AsapClient`, resolving a pool in a loop and checking every answer,
+while a test does something bad to the registrar.
+
+(The tests in ``tests/sctp`` load this file with importlib to use these.)
 """
 
 from __future__ import annotations
@@ -43,12 +49,14 @@ import pytest
 from rserpool.aio.registrar import Registrar
 from rserpool.config import RegistrarConfig
 from rserpool.constants import PolicyType
+from rserpool.testing.aio import close_loop, until
 from rserpool.wire import (
     Deregistration,
     EndpointKeepAlive,
     EndpointKeepAliveAck,
     EndpointUnreachable,
     HandleResolution,
+    HandleResolutionResponse,
     Message,
     PoolElement,
     PoolPolicy,
@@ -60,7 +68,8 @@ from rserpool.wire import (
     encode_message,
 )
 
-__all__ = ["TEST_CONFIG", "running_registrar", "AsapClient", "pool_element"]
+__all__ = ["TEST_CONFIG", "running_registrar", "AsapClient", "pool_element",
+           "ResolutionProber"]
 
 #: The registrar configuration of the fixtures.
 TEST_CONFIG = RegistrarConfig(addresses=("127.0.0.1",), asap_port=0, transports=("tcp",),
@@ -101,13 +110,7 @@ def aio_loop() -> Iterable[asyncio.AbstractEventLoop]:
     try:
         yield loop
     finally:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
+        close_loop(loop)
 
 
 @pytest.fixture
@@ -289,3 +292,45 @@ class AsapClient:
             self._writer.transport.abort()
         elif self._channel is not None:
             self._channel.abort("test abort")
+
+
+class ResolutionProber:
+    """A well-behaved PU resolving ``pool`` in a loop over ``client`` (an
+    :class:`AsapClient`, of either transport) and checking each answer: a
+    Handle Resolution Response naming exactly the PEs ``expected``."""
+
+    def __init__(self, client: AsapClient, pool: bytes, expected: set[int]) -> None:
+        self.client = client
+        self.pool = pool
+        self.expected = expected
+        self.ok = 0
+        self.failures: list[str] = []
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                resp = await self.client.resolve(self.pool, 3, timeout=10.0)
+            except Exception as exc:  # recorded, the test fails on it
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+                return
+            if (type(resp) is not HandleResolutionResponse or resp.error is not None
+                    or {pe.identifier for pe in resp.pool_elements} != self.expected):
+                self.failures.append(f"wrong answer: {resp!r}")
+            else:
+                self.ok += 1
+            await asyncio.sleep(0.005)
+
+    async def progressed(self, by: int = 5, timeout: float = 15.0) -> None:
+        """Wait until ``by`` more correct answers arrived (fails on a wrong one)."""
+        target = self.ok + by
+        await until(lambda: self.ok >= target or self.failures, timeout, what="prober answers")
+        assert not self.failures, self.failures
+
+    async def stop(self) -> None:
+        """Stop resolving (fails if any answer was wrong), close the client."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        assert not self.failures, self.failures
+        await self.client.close()

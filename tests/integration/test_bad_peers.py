@@ -9,62 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from functools import partial
 
 import pytest
 
-from conftest import AsapClient, pool_element
+from conftest import AsapClient, ResolutionProber, pool_element
 from rserpool.constants import ErrorCause
-from rserpool.wire import (Deregistration, EndpointUnreachable, HandleResolutionResponse,
-                           Registration, encode_message)
+from rserpool.testing import aio as testing_aio
+from rserpool.wire import Deregistration, EndpointUnreachable, Registration, encode_message
 
 GOOD = b"Good"
 GOOD_IDS = {0x601, 0x602}
 
-
-async def wait_for(predicate, timeout=15.0, step=0.02):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(step)
-
-
-class Prober:
-    """A well-behaved PU resolving ``Good`` in a loop and checking each answer."""
-
-    def __init__(self, client: AsapClient) -> None:
-        self.client = client
-        self.ok = 0
-        self.failures: list[str] = []
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                resp = await self.client.resolve(GOOD, 3, timeout=10.0)
-            except Exception as exc:  # recorded, the test fails on it
-                self.failures.append(f"{type(exc).__name__}: {exc}")
-                return
-            if (type(resp) is not HandleResolutionResponse or resp.error is not None
-                    or {pe.identifier for pe in resp.pool_elements} != GOOD_IDS):
-                self.failures.append(f"wrong answer: {resp!r}")
-            else:
-                self.ok += 1
-            await asyncio.sleep(0.005)
-
-    async def progressed(self, by: int = 5) -> None:
-        """Wait until ``by`` more correct answers arrived (fails on a wrong one)."""
-        target = self.ok + by
-        await wait_for(lambda: self.ok >= target or self.failures)
-        assert not self.failures, self.failures
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        assert not self.failures, self.failures
-        await self.client.close()
+#: ``await wait_for(predicate)``: TimeoutError if it is not true within 15 s.
+wait_for = partial(testing_aio.wait_for, timeout=15.0)
 
 
 @contextlib.asynccontextmanager
@@ -74,7 +32,7 @@ async def good_service(registrar):
     pe = await AsapClient.connect(host, port, auto_ack=True)
     for ident in sorted(GOOD_IDS):
         assert not (await pe.register(GOOD, pool_element(ident))).rejected
-    prober = Prober(await AsapClient.connect(host, port))
+    prober = ResolutionProber(await AsapClient.connect(host, port), GOOD, GOOD_IDS)
     await prober.progressed()
     try:
         yield prober

@@ -26,35 +26,29 @@ import os
 import re
 import signal
 import sys
+from functools import partial
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from rserpool.aio.registrar import Registrar
 from rserpool.aio.user import FailoverCompleted, FailoverStarted, PoolUser, SessionConnected
 from rserpool.config import RegistrarConfig
 from rserpool.services.echo import parse_echo_cookie
+from rserpool.testing import aio as testing_aio
 
 ECHO_POOL = b"EchoPool"
 PINGPONG_POOL = b"PingPongPool"
 SCENARIO_TIMEOUT = 90.0
-#: Short registrar timers so that a hung PE goes within about a second.
-KEEP_ALIVE = dict(keep_alive_interval=0.5, keep_alive_timeout=0.5)
+#: Short registrar timers so that a hung PE goes within about 2 s, but not so
+#: short that a busy CI host (or the UML guest) misses an ack.
+KEEP_ALIVE = dict(keep_alive_interval=1.0, keep_alive_timeout=1.0)
 
 
-def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        return await asyncio.wait_for(coro_fn(), SCENARIO_TIMEOUT)
-    return asyncio.run(main())
-
-
-async def until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    """Wait for an effect in another process or task (not a timing assertion)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError(f"gave up waiting for {what or cond}")
-        await asyncio.sleep(0.02)
+#: ``run(coro_fn)``: ``coro_fn()`` in a new event loop, within SCENARIO_TIMEOUT.
+run = partial(testing_aio.run_with_timeout, timeout=SCENARIO_TIMEOUT)
+#: ``await until(cond, what=...)``: an effect in another process or task (not a
+#: timing assertion); AssertionError if it does not come within 20 s.
+until = partial(testing_aio.until, timeout=20.0)
 
 
 class RegistrarLog(logging.Handler):

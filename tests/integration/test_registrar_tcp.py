@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from rserpool.commands.registrar import config_from_args
 from rserpool.constants import MAX32, ErrorCause, PolicyType as PT
 from rserpool.errors import ConfigError
 from rserpool.handlespace import Handlespace
+from rserpool.testing import aio as testing_aio
 from rserpool.wire import (DeregistrationResponse, HandleResolution,
                            HandleResolutionResponse, Registration, RegistrationResponse,
                            StreamFramer, decode_message, encode_message)
@@ -37,13 +39,8 @@ def ids(resp):
     return [pe.identifier for pe in resp.pool_elements]
 
 
-async def wait_for(predicate, timeout=10.0, step=0.02):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(step)
+#: ``await wait_for(predicate)``: TimeoutError if it is not true within 10 s.
+wait_for = partial(testing_aio.wait_for, timeout=10.0)
 
 
 def test_register_resolve_deregister(registrar, arun):

@@ -10,7 +10,8 @@ import asyncio
 import json
 import os
 import sys
-from typing import Any, Awaitable, Callable
+from functools import partial
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ from rserpool.aio.user import (FailoverCompleted, FailoverStarted, PoolUser,
 from rserpool.config import RegistrarConfig
 from rserpool.constants import PPID, ErrorCause, PolicyType as PT, TransportUse
 from rserpool.errors import NoRegistrarError, OperationError
+from rserpool.testing import aio as testing_aio
 from rserpool.wire import (Cookie, CookieEcho, EndpointKeepAlive, EndpointKeepAliveAck,
                            PoolElement, PoolPolicy, Registration, RegistrationResponse,
                            TcpTransport, decode_message, encode_message)
@@ -29,21 +31,12 @@ POOL = b"EchoPool"
 LOOP_TIMEOUT = 15.0
 
 
-def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
-    """Run one test coroutine with a deadline (no pytest-asyncio here)."""
-    async def main() -> Any:
-        return await asyncio.wait_for(coro_fn(), LOOP_TIMEOUT)
-    return asyncio.run(main())
-
-
-async def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Wait for an effect of another task (not a timing assertion)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError(f"gave up waiting for {what or cond}")
-        await asyncio.sleep(0.02)
+#: ``run(coro_fn)``: one test coroutine in a new event loop, within LOOP_TIMEOUT
+#: (no pytest-asyncio here).
+run = partial(testing_aio.run_with_timeout, timeout=LOOP_TIMEOUT)
+#: ``await until(cond, what=...)``: an effect of another task (not a timing
+#: assertion); AssertionError if it does not come within 10 s.
+until = partial(testing_aio.until, timeout=10.0)
 
 
 def registrar_config(**kw: Any) -> RegistrarConfig:

@@ -19,20 +19,20 @@ SCTP (inside User-Mode Linux on hosts without it, see
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.util
+from functools import partial
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from rserpool.aio.user import PoolUser
 from rserpool.constants import PPID, ErrorCause
 from rserpool.handlespace import Handlespace
-from rserpool.wire import (AsapErrorMessage, Deregistration, HandleResolution,
-                           HandleResolutionResponse, encode_message)
+from rserpool.testing import aio as testing_aio
+from rserpool.wire import AsapErrorMessage, Deregistration, HandleResolution, encode_message
 
 pytestmark = pytest.mark.sctp
 
@@ -51,26 +51,18 @@ def _load(name: str, relative: str) -> ModuleType:
     return module
 
 
-#: AsapClient, running_registrar, pool_element (tests/integration/conftest.py)
+#: AsapClient, running_registrar, pool_element, ResolutionProber
+#: (tests/integration/conftest.py)
 H = _load("_policies_sctp_helpers", "conftest.py")
 #: The policies and policy values of the TCP check (tests/integration/test_user.py)
 ALL_POLICIES = _load("_policies_sctp_user_tests", "test_user.py").ALL_POLICIES
 
 
-def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        return await asyncio.wait_for(coro_fn(), SCENARIO_TIMEOUT)
-    return asyncio.run(main())
-
-
-async def until(cond: Callable[[], Any], timeout: float = 15.0, what: str = "") -> None:
-    """Wait for an effect of another task or side (not a timing assertion)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError(f"gave up waiting for {what or cond}")
-        await asyncio.sleep(0.02)
+#: ``run(coro_fn)``: ``coro_fn()`` in a new event loop, within SCENARIO_TIMEOUT.
+run = partial(testing_aio.run_with_timeout, timeout=SCENARIO_TIMEOUT)
+#: ``await until(cond, what=...)``: an effect of another task or side (not a
+#: timing assertion); AssertionError if it does not come within 15 s.
+until = partial(testing_aio.until, timeout=15.0)
 
 
 async def register_over_sctp(reg: Any, pool: bytes, identifier: int, *, policy: int = 1,
@@ -94,7 +86,7 @@ async def policy_scenario(ptype: int, base: tuple[int, ...]) -> None:
     """The TCP check of test_user.py, with SCTP everywhere: the registrar
     serves SCTP only, the PEs register over SCTP, the PU resolves over SCTP."""
     async with H.running_registrar(transports=("sctp",), seed=SEED,
-                                   keep_alive_interval=0.5, keep_alive_timeout=0.5) as reg:
+                                   keep_alive_interval=5.0, keep_alive_timeout=5.0) as reg:
         assert reg.transports == ["sctp"]
         host, port = reg.address("sctp")
         pes = [await register_over_sctp(reg, POOL, ident, policy=ptype,
@@ -130,45 +122,10 @@ def test_every_policy_selects_through_sctp_as_the_handlespace_does(ptype, base):
 # bad peers on SCTP associations
 
 GOOD = b"Good"
+#: Keep-alives are not under test here: timers loose enough that a slow UML
+#: guest never misses one (the integration defaults are 1 s / 1 s).
+STEADY = dict(transports=("sctp",), keep_alive_interval=5.0, keep_alive_timeout=5.0)
 GOOD_IDS = {0x601, 0x602}
-
-
-class Prober:
-    """A well-behaved PU on its own SCTP association, resolving ``Good`` in a
-    loop and checking each answer."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.ok = 0
-        self.failures: list[str] = []
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                resp = await self.client.resolve(GOOD, 3, timeout=10.0)
-            except Exception as exc:  # recorded: the test fails on it
-                self.failures.append(f"{type(exc).__name__}: {exc}")
-                return
-            if (type(resp) is not HandleResolutionResponse or resp.error is not None
-                    or {pe.identifier for pe in resp.pool_elements} != GOOD_IDS):
-                self.failures.append(f"wrong answer: {resp!r}")
-            else:
-                self.ok += 1
-            await asyncio.sleep(0.005)
-
-    async def progressed(self, by: int = 5) -> None:
-        """Until ``by`` more correct answers came (fails on a wrong one)."""
-        target = self.ok + by
-        await until(lambda: self.ok >= target or self.failures, what="prober answers")
-        assert not self.failures, self.failures
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        assert not self.failures, self.failures
-        await self.client.close()
 
 
 @contextlib.asynccontextmanager
@@ -180,7 +137,8 @@ async def good_service(reg: Any) -> Any:
         resp = await pe.register(GOOD, H.pool_element(ident, address=host, port=7100 + n,
                                                       transport="sctp"))
         assert not resp.rejected, resp
-    prober = Prober(await H.AsapClient.connect(host, port, transport="sctp"))
+    prober = H.ResolutionProber(await H.AsapClient.connect(host, port, transport="sctp"),
+                                GOOD, GOOD_IDS)
     await prober.progressed()
     try:
         yield prober
@@ -203,7 +161,7 @@ MALFORMED = {
 @pytest.mark.parametrize("data", list(MALFORMED.values()), ids=list(MALFORMED))
 def test_malformed_message_aborts_only_that_association(data):
     async def scenario() -> None:
-        async with H.running_registrar(transports=("sctp",)) as reg:
+        async with H.running_registrar(**STEADY) as reg:
             async with good_service(reg) as prober:
                 host, port = reg.address("sctp")
                 bad = await register_over_sctp(reg, b"Evil", 0x666, port=7200)
@@ -226,7 +184,7 @@ def test_malformed_message_aborts_only_that_association(data):
 
 def test_unknown_message_type_gets_an_asap_error_and_the_association_stays():
     async def scenario() -> None:
-        async with H.running_registrar(transports=("sctp",)) as reg:
+        async with H.running_registrar(**STEADY) as reg:
             async with good_service(reg) as prober:
                 host, port = reg.address("sctp")
                 peer = await H.AsapClient.connect(host, port, transport="sctp")
@@ -245,7 +203,7 @@ def test_unknown_message_type_gets_an_asap_error_and_the_association_stays():
 @pytest.mark.parametrize("ppid", [0, PPID.ENRP, 0xFFFFFFFE], ids=["0", "enrp", "high"])
 def test_messages_with_a_non_asap_ppid_are_ignored(ppid):
     async def scenario() -> None:
-        async with H.running_registrar(transports=("sctp",)) as reg:
+        async with H.running_registrar(**STEADY) as reg:
             async with good_service(reg) as prober:
                 host, port = reg.address("sctp")
                 pe = await register_over_sctp(reg, b"Other", 0x777, port=7300)

@@ -14,11 +14,13 @@ import re
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from rserpool.constants import PPID, ErrorCause
+from rserpool.testing import aio as testing_aio
 from rserpool.wire import (HandleResolution, HandleResolutionResponse, SctpTransport,
                            encode_message)
 
@@ -48,21 +50,11 @@ def arun():
     try:
         yield run
     finally:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
+        testing_aio.close_loop(loop)
 
 
-async def wait_for(predicate, timeout=15.0, step=0.02):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(step)
+#: ``await wait_for(predicate)``: TimeoutError if it is not true within 15 s.
+wait_for = partial(testing_aio.wait_for, timeout=15.0)
 
 
 def ids(resp):

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import pytest
 
 from rserpool.aio.transport import open_channel, sctp_available, start_endpoint
 from rserpool.constants import PPID
+from rserpool.testing.aio import MessageCollector, run_with_timeout
+from rserpool.testing.aio import echo_endpoint as start_echo_endpoint
 
 pytestmark = pytest.mark.sctp
 
+#: How long a MessageCollector waits.
+WAIT = 10.0
+
 
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
+    return run_with_timeout(coro, 30)
 
 
 def extra_addresses():
@@ -22,42 +26,8 @@ def extra_addresses():
     return env.replace(",", " ").split()
 
 
-class Collector:
-    def __init__(self):
-        self.messages = []
-        self.closed = []
-        self.event = asyncio.Event()
-
-    def on_message(self, ch, data, ppid):
-        self.messages.append((data, ppid))
-        self.event.set()
-
-    def on_close(self, ch, reason):
-        self.closed.append(reason)
-        self.event.set()
-
-    async def wait(self, pred, timeout=10.0):
-        async def loop():
-            while not pred():
-                self.event.clear()
-                await self.event.wait()
-        await asyncio.wait_for(loop(), timeout)
-
-
-async def echo_endpoint(addresses, framing="asap"):
-    side = Collector()
-    channels = []
-
-    def on_channel(ch):
-        channels.append(ch)
-
-        def echo(c, data, ppid):
-            side.on_message(c, data, ppid)
-            c.send(data, ppid=ppid)
-        ch.on_message = echo
-        ch.on_close = side.on_close
-    ep = await start_endpoint("sctp", addresses, 0, framing=framing, on_channel=on_channel)
-    return ep, side, channels
+def echo_endpoint(addresses, framing="asap"):
+    return start_echo_endpoint("sctp", addresses, framing, timeout=WAIT)
 
 
 def test_sctp_available():
@@ -67,7 +37,7 @@ def test_sctp_available():
 def test_one_to_one_client_to_one_to_many_endpoint_ppid_per_message():
     async def main():
         ep, side, channels = await echo_endpoint(["127.0.0.1"], framing="session")
-        c = Collector()
+        c = MessageCollector(WAIT)
         ch = await open_channel("sctp", "127.0.0.1", ep.port, framing="session",
                                 on_message=c.on_message, on_close=c.on_close)
         ch.send(b"\x0b\x00\x00\x04", ppid=PPID.ASAP)
@@ -94,7 +64,7 @@ def test_multihomed_endpoint_and_association_from_endpoint_socket():
         ep, side, channels = await echo_endpoint(addrs)
         assert [a for a, _ in ep.addresses] == addrs
         # an association opened from another endpoint's one-to-many socket and port
-        client_side = Collector()
+        client_side = MessageCollector(WAIT)
         other = await start_endpoint("sctp", [extra_addresses()[2]], 0, on_channel=lambda c: None)
         ch = await other.connect(addrs[0], ep.port, on_message=client_side.on_message,
                                  on_close=client_side.on_close)
@@ -116,7 +86,7 @@ def test_ipv4_and_ipv6_on_one_endpoint():
     async def main():
         ep, side, channels = await echo_endpoint(["127.0.0.1", "::1"])
         for host in ("127.0.0.1", "::1"):
-            c = Collector()
+            c = MessageCollector(WAIT)
             ch = await open_channel("sctp", host, ep.port, on_message=c.on_message)
             ch.send(b"\x0b\x00\x00\x04")
             await c.wait(lambda: c.messages)
