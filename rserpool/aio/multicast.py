@@ -33,6 +33,10 @@ __all__ = ["AnnounceSender", "AnnounceListener", "RegistrarTable", "RegistrarEnt
 log = logging.getLogger("rserpool.transport")
 
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)  # Linux
+#: Transport parameters of one announce, and addresses per transport, looked at
+#: (a datagram can carry thousands: a hostile sender must not fill the table).
+MAX_TRANSPORTS_PER_ANNOUNCE = 8
+MAX_ADDRESSES_PER_TRANSPORT = 16
 
 
 def _is_v6(addr: str) -> bool:
@@ -255,8 +259,11 @@ class RegistrarTable:
     """
 
     def __init__(self, static: Iterable[str] = (), *, transport: str = "tcp",
-                 announce_timeout: float = 5.0, default_port: int = 3863) -> None:
+                 announce_timeout: float = 5.0, default_port: int = 3863,
+                 max_learned: int = 64) -> None:
         self.transport = transport
+        #: learned entries kept at most (least recently announced dropped first)
+        self.max_learned = max_learned
         self.announce_timeout = announce_timeout
         self._static = [RegistrarEntry(transport, *parse_registrar_address(s, default_port),
                                        static=True) for s in static]
@@ -275,22 +282,27 @@ class RegistrarTable:
         if not isinstance(msg, ServerAnnounce):
             return []
         found: list[RegistrarEntry] = []
-        for t in msg.transports:
+        for t in msg.transports[:MAX_TRANSPORTS_PER_ANNOUNCE]:
             kind = ("sctp" if isinstance(t, SctpTransport) else
                     "tcp" if isinstance(t, TcpTransport) else None)
-            if kind is None:
+            if kind is None or not 0 < t.port < 65536:
                 continue
-            addrs = tuple(a for a in t.addresses if not _wildcard(a)) or (source[0],)
+            addrs = tuple(a for a in t.addresses[:MAX_ADDRESSES_PER_TRANSPORT]
+                          if not _wildcard(a)) or (source[0],)
             # prefer the datagram's source address when the transport lists it
             host = source[0] if source[0] in addrs else addrs[0]
             found.append(RegistrarEntry(kind, host, t.port, msg.server_id, addresses=addrs))
-        if not msg.transports:
+        if not msg.transports and 0 < source[1] < 65536:
             # RSPLIB: no transport parameter -> SCTP at the UDP source (digest 6.2)
             found.append(RegistrarEntry("sctp", source[0], source[1], msg.server_id,
                                         addresses=(source[0],)))
+        learned = self._learned
         for e in found:
             e.expires = now + self.announce_timeout
-            self._learned[e.key] = e
+            learned.pop(e.key, None)   # re-insert: the dict stays in announce order
+            learned[e.key] = e
+        while len(learned) > self.max_learned:   # a flood of fake registrars
+            del learned[next(iter(learned))]     # forget the least recently announced
         return found
 
     def expire(self, now: float) -> list[RegistrarEntry]:

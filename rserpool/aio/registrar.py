@@ -353,12 +353,15 @@ class Registrar:
                     channel.abort(reason)
                 events = core.pop_events()
                 if events:
-                    self._log_events(events)
+                    try:
+                        self._log_events(events)
+                    except Exception:  # a logging handler failed: keep serving
+                        registrar_log.exception("logging registrar events failed")
                 if not self._repump:
                     break
         finally:
             self._pumping = False
-        self._arm()
+            self._arm()  # always: a lost timer would stop keep-alives and expiry
 
     def _arm(self) -> None:
         if not self._started:
@@ -378,8 +381,11 @@ class Registrar:
         self._timer = None
         self._armed_for = None
         now = self._loop.time()  # type: ignore[union-attr]
-        # call_at may fire up to one clock tick early: never run before `due`
-        self.core.handle_timer(now if due is None else max(now, due))
+        try:
+            # call_at may fire up to one clock tick early: never run before `due`
+            self.core.handle_timer(now if due is None else max(now, due))
+        except Exception:  # pragma: no cover - a bug in the core; keep serving
+            registrar_log.exception("registrar timer handling failed")
         self._pump()
 
     # ---- protection against idle and half-speaking peers -------------------
@@ -390,25 +396,32 @@ class Registrar:
         assert loop is not None
         while True:
             await asyncio.sleep(interval)
-            now = loop.time()
-            idle = self.config.idle_timeout
-            partial = self.partial_timeout
-            for ep in self._endpoints:
-                for channel in list(ep.channels):
-                    if channel.closed:
-                        continue
-                    last_message = channel.context if isinstance(channel.context, float) \
-                        else channel.last_receive
-                    if channel.pending and now - last_message > partial:
-                        self._peer_noise(channel, "partial",
-                                         f"dropped: {channel.pending} bytes of an unfinished "
-                                         f"message for {now - last_message:.1f} s")
-                        channel.abort("unfinished message timeout")
-                    elif (now - channel.last_receive > idle
-                          and not self.core.pool_elements_of(channel)):
-                        registrar_log.debug("%s: dropped after %.0f s idle",
-                                            _peer_text(channel), now - channel.last_receive)
-                        channel.abort("idle timeout")
+            try:
+                self._sweep_once(loop.time())
+            except Exception:  # pragma: no cover - never let the sweep die
+                registrar_log.exception("idle/partial sweep failed")
+
+    def _sweep_once(self, now: float) -> None:
+        """Drop peers holding an unfinished message (or unread replies) too
+        long, and idle peers with no PE registered."""
+        idle = self.config.idle_timeout
+        partial = self.partial_timeout
+        for ep in self._endpoints:
+            for channel in list(ep.channels):
+                if channel.closed:
+                    continue
+                last_message = channel.context if isinstance(channel.context, float) \
+                    else channel.last_receive
+                if channel.pending and now - last_message > partial:
+                    self._peer_noise(channel, "partial",
+                                     f"dropped: {channel.pending} bytes of an unfinished "
+                                     f"message for {now - last_message:.1f} s")
+                    channel.abort("unfinished message timeout")
+                elif (now - channel.last_receive > idle
+                      and not self.core.pool_elements_of(channel)):
+                    registrar_log.debug("%s: dropped after %.0f s idle",
+                                        _peer_text(channel), now - channel.last_receive)
+                    channel.abort("idle timeout")
 
     # ---- logging -----------------------------------------------------------
 

@@ -37,6 +37,7 @@ import logging
 import resource
 import socket
 import struct
+from collections import deque
 from typing import Any, Callable, Iterable, Optional
 
 from ..constants import MAX_MESSAGE_SIZE, PPID
@@ -53,8 +54,15 @@ log = logging.getLogger("rserpool.transport")
 #: TCP session frame header: PPID, payload length.
 SESSION_HEADER = struct.Struct("!II")
 #: Most bytes queued for sending on one SCTP association before it is aborted
-#: (a peer that never reads must not exhaust memory).
-MAX_SCTP_BACKLOG = 4 << 20
+#: (a peer that never reads must not exhaust memory) ...
+MAX_SCTP_BACKLOG = 1 << 20
+#: ... and on all the associations of one socket together: beyond it, the
+#: association whose message does not fit is aborted.
+MAX_SCTP_BACKLOG_TOTAL = 64 << 20
+#: A TCP peer's messages are handed to the owner only while fewer than this
+#: many reply bytes wait to be written to it: a peer that pipelines requests
+#: but never reads gets no further (the rest stays in the kernel's buffers).
+TCP_WRITE_HIGH_WATER = 256 << 10
 
 # <linux/sctp.h>: struct sctp_sndinfo and its flags, for sendmsg() ancillary data
 _SCTP_SNDINFO = 2
@@ -261,7 +269,11 @@ class TcpChannel(Channel, asyncio.Protocol):
                              else _SessionFramer(max_message_size))
         self._on_made = on_made
         self._paused_reading = False
+        self._writing_paused = False
+        self._drain_scheduled = False
+        self._inbox: deque[Any] = deque()
         self._cork: Optional[list[bytes]] = None
+        self._cork_bytes = 0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -298,25 +310,61 @@ class TcpChannel(Channel, asyncio.Protocol):
         if not frames:
             self.last_receive = self._loop.time()
             return
-        # Replies to pipelined requests are written once after the batch
-        # (one system call instead of one per message).
+        self._inbox.extend(frames)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Hand queued messages to the owner while the peer reads its replies.
+
+        Replies written meanwhile are sent in one write after the batch (one
+        system call instead of one per pipelined request).  Once
+        TCP_WRITE_HIGH_WATER bytes wait for the peer, delivery stops and
+        reading pauses until asyncio says the buffer drained."""
+        self._drain_scheduled = False
+        inbox = self._inbox
+        t = self._transport
+        if t is None:
+            return
+        asap = self.framing == "asap"
         self._cork = []
+        self._cork_bytes = 0
         try:
-            if self.framing == "asap":
-                for msg in frames:
-                    self._deliver(msg, PPID.ASAP)
-                    if self.closed:
-                        return
-            else:
-                for ppid, msg in frames:
-                    self._deliver(msg, ppid)
-                    if self.closed:
-                        return
+            while inbox and not self.closed:
+                if self._cork_bytes + t.get_write_buffer_size() >= TCP_WRITE_HIGH_WATER:
+                    break
+                item = inbox.popleft()
+                if asap:
+                    self._deliver(item, PPID.ASAP)
+                else:
+                    self._deliver(item[1], item[0])
         finally:
             self._uncork()
+        if self.closed:
+            inbox.clear()
+            return
+        if inbox:
+            self._set_reading(False)
+            if not self._writing_paused and not self._drain_scheduled:
+                # below asyncio's own high-water mark: no resume_writing will
+                # come, so try again on the next loop iteration
+                self._drain_scheduled = True
+                self._loop.call_soon(self._drain)
+        elif not self._writing_paused:
+            self._set_reading(True)
+
+    def _set_reading(self, on: bool) -> None:
+        t = self._transport
+        if t is None or t.is_closing() or self._paused_reading == (not on):
+            return
+        self._paused_reading = not on
+        if on:
+            t.resume_reading()
+        else:
+            t.pause_reading()
 
     def _uncork(self) -> None:
         cork, self._cork = self._cork, None
+        self._cork_bytes = 0
         t = self._transport
         if cork and t is not None and not t.is_closing():
             t.write(cork[0] if len(cork) == 1 else b"".join(cork))
@@ -332,15 +380,15 @@ class TcpChannel(Channel, asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # The peer does not read what we send: stop reading its requests too.
-        if self._transport is not None and not self._paused_reading:
-            self._paused_reading = True
-            self._transport.pause_reading()
+        self._writing_paused = True
+        self._set_reading(False)
 
     def resume_writing(self) -> None:
-        if self._transport is not None and self._paused_reading:
-            self._paused_reading = False
-            if not self._transport.is_closing():
-                self._transport.resume_reading()
+        self._writing_paused = False
+        if self._inbox:
+            self._drain()
+        else:
+            self._set_reading(True)
 
     # Channel
     def send(self, data: bytes, *, ppid: int = PPID.ASAP, stream: int = 0) -> None:
@@ -351,6 +399,7 @@ class TcpChannel(Channel, asyncio.Protocol):
             data = SESSION_HEADER.pack(ppid, len(data)) + data
         if self._cork is not None:
             self._cork.append(data)
+            self._cork_bytes += len(data)
         else:
             t.write(data)
 
@@ -360,21 +409,28 @@ class TcpChannel(Channel, asyncio.Protocol):
                 self.close_reason = "closed locally"
             self._uncork()
             self._transport.close()
+            self.closed = True  # deliver nothing more (on_close follows)
+            self._inbox.clear()
 
     def abort(self, reason: Optional[str] = None) -> None:
         if self.close_reason is None:
             self.close_reason = reason or "aborted locally"
         if self._transport is not None:
             self._transport.abort()
+            self.closed = True  # deliver nothing more (on_close follows)
+            self._inbox.clear()
 
     @property
     def pending(self) -> int:
-        return self._framer.pending
+        """Bytes held: an unfinished message, plus whole messages not yet
+        handed over because the peer does not read its replies."""
+        return self._framer.pending + sum(len(m) if isinstance(m, bytes) else len(m[1])
+                                          for m in self._inbox)
 
     @property
     def write_buffered(self) -> int:
-        corked = sum(map(len, self._cork)) if self._cork else 0
-        return corked + (self._transport.get_write_buffer_size() if self._transport else 0)
+        return self._cork_bytes + (self._transport.get_write_buffer_size()
+                                   if self._transport else 0)
 
 
 # ======================================================================================
@@ -392,6 +448,8 @@ class _SctpBase:
         self._loop = asyncio.get_running_loop()
         sock._sk.setblocking(False)
         self._writer_armed = False
+        #: bytes queued on all associations of this socket (MAX_SCTP_BACKLOG_TOTAL)
+        self._backlog_total = 0
         self._loop.add_reader(self._fd, self._on_readable)
 
     def _on_readable(self) -> None:
@@ -510,12 +568,15 @@ class SctpChannel(Channel):
         self._owner._send(self, data, ppid, stream, 0)
 
     def _queue(self, data: bytes, ppid: int, stream: int, flags: int) -> None:
-        self._backlog.append((data, ppid, stream, flags))
-        self._backlog_bytes += len(data)
-        if self._backlog_bytes > MAX_SCTP_BACKLOG:
+        owner = self._owner
+        if (self._backlog_bytes + len(data) > MAX_SCTP_BACKLOG
+                or owner._backlog_total + len(data) > MAX_SCTP_BACKLOG_TOTAL):
             self.abort("peer does not read (send backlog full)")
             return
-        self._owner._arm_writer()
+        self._backlog.append((data, ppid, stream, flags))
+        self._backlog_bytes += len(data)
+        owner._backlog_total += len(data)
+        owner._arm_writer()
 
     def _flush(self) -> bool:
         """Send what is queued; True when the backlog is empty."""
@@ -525,7 +586,15 @@ class SctpChannel(Channel):
                 return False
             self._backlog.pop(0)
             self._backlog_bytes -= len(data)
+            self._owner._backlog_total -= len(data)
         return True
+
+    def _set_closed(self, reason: Optional[str]) -> None:
+        # whatever is still queued is dropped: give its bytes back
+        self._owner._backlog_total -= self._backlog_bytes
+        self._backlog.clear()
+        self._backlog_bytes = 0
+        super()._set_closed(reason)
 
     def close(self) -> None:
         if self.closed:
@@ -700,6 +769,10 @@ class SctpEndpoint(Endpoint, _SctpBase):
         self.max_message_size = max_message_size
         self._on_channel = on_channel
         self._by_id: dict[int, SctpChannel] = {}
+        #: associations we ended (ABORT/SHUTDOWN sent) whose COMM_LOST or
+        #: SHUTDOWN_COMP has not come yet: their late data is dropped instead
+        #: of being taken for a new association
+        self._ended: dict[int, None] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future[SctpChannel]] = {}
         self._want_write: set[SctpChannel] = set()
         _SctpBase.__init__(self, sock, max_message_size)
@@ -709,12 +782,23 @@ class SctpEndpoint(Endpoint, _SctpBase):
         sctp = self._sctp
         if isinstance(info, sctp.assoc_change):
             st = info.state
-            if st in (sctp.assoc_change.state_COMM_UP, sctp.assoc_change.state_RESTART):
+            if st == sctp.assoc_change.state_COMM_UP:
                 if info.assoc_id in self._by_id:
                     return
+                self._ended.pop(info.assoc_id, None)
+                self._comm_up(info.assoc_id)
+            elif st == sctp.assoc_change.state_RESTART:
+                # the peer restarted (new incarnation, same association id):
+                # the old one is gone with everything registered over it
+                old = self._by_id.pop(info.assoc_id, None)
+                if old is not None:
+                    self._want_write.discard(old)
+                    old._set_closed("association restarted by peer")
+                self._ended.pop(info.assoc_id, None)
                 self._comm_up(info.assoc_id)
             elif st in (sctp.assoc_change.state_COMM_LOST,
                         sctp.assoc_change.state_SHUTDOWN_COMP):
+                self._ended.pop(info.assoc_id, None)
                 ch = self._by_id.pop(info.assoc_id, None)
                 if ch is not None:
                     self._want_write.discard(ch)
@@ -758,6 +842,8 @@ class SctpEndpoint(Endpoint, _SctpBase):
     def _on_data(self, fromaddr: Any, flags: int, msg: bytes, info: Any) -> None:
         ch = self._by_id.get(info.assoc_id)
         if ch is None:
+            if info.assoc_id in self._ended:
+                return  # sent before our ABORT/SHUTDOWN reached the peer
             # data before COMM_UP was seen (should not happen): create the channel now
             ch = self._comm_up(info.assoc_id)
         ch._on_fragment(msg, bool(flags & self._sctp.FLAG_EOR), socket.ntohl(info.ppid & 0xFFFFFFFF))
@@ -771,8 +857,8 @@ class SctpEndpoint(Endpoint, _SctpBase):
         try:
             return self._sendmsg(data, ppid, stream, flags, ch.assoc_id)
         except OSError as exc:
-            self._by_id.pop(ch.assoc_id, None)
-            ch._set_closed(f"send failed: {exc}")
+            # end the association for real: the kernel may still have it
+            self._end(ch, _SCTP_ABORT, f"send failed: {exc}")
             return True
 
     def _send(self, ch: SctpChannel, data: bytes, ppid: int, stream: int, flags: int) -> None:
@@ -795,7 +881,10 @@ class SctpEndpoint(Endpoint, _SctpBase):
         self._end(ch, _SCTP_ABORT, ch.close_reason or "aborted locally")
 
     def _end(self, ch: SctpChannel, flag: int, reason: str) -> None:
-        self._by_id.pop(ch.assoc_id, None)
+        if self._by_id.pop(ch.assoc_id, None) is not None:
+            self._ended[ch.assoc_id] = None
+            while len(self._ended) > 65536:  # ids whose notification never came
+                del self._ended[next(iter(self._ended))]
         self._want_write.discard(ch)
         # pysctp refuses an empty message with MSG_ABORT: use sendmsg with
         # SCTP_SNDINFO naming the association (snd_flags SCTP_ABORT / SCTP_EOF).

@@ -52,11 +52,14 @@ Rules this module follows (decisions marked *ours* go beyond RSPLIB):
   not re-registered within its registration life is expired
   (:class:`PoolElementExpired`) instead of being sent a keep-alive.
 * **Endpoint unreachable** (6.8): *ours*: reports are counted per distinct
-  reporting association: a PU repeating a report over its association adds
-  nothing (RSPLIB counts every report), so one PU alone can never remove a
-  PE when ``max_bad_pe_reports`` > 1 -- the keep-alive, which the PE's own
-  registrar controls, decides instead.  A repeated report costs one decode
-  and two dictionary look-ups and is not logged.
+  reporter, a reporter being the set of peer addresses of the reporting
+  association: a PU repeating a report, over the same association or after
+  reconnecting from the same addresses, adds nothing (RSPLIB counts every
+  report), so one PU host alone cannot remove a PE when
+  ``max_bad_pe_reports`` > 1 -- the keep-alive, which the PE's own registrar
+  controls, decides instead.  (A host with several addresses can report once
+  per address set it uses.)  A repeated report costs one decode and two
+  dictionary look-ups and is not logged.
 * **Association loss or shutdown** removes every PE registered over it.
 * **Bad input**: a message of a type this side never receives ->
   ASAP Error cause 0x0002 carrying (the start of) the message; an unknown
@@ -320,7 +323,7 @@ class AsapRegistrar:
         self._timeout = float(config.keep_alive_timeout)
         self._default_items = config.max_hres_items
         self._assocs: dict[Hashable, AssociationInfo] = {}
-        self._reporters: dict[int, set[Hashable]] = {}
+        self._reporters: dict[int, set[frozenset[str]]] = {}
         self._sends: list[tuple[Hashable, bytes]] = []
         self._aborts: list[tuple[Hashable, str]] = []
         self._events: list[Any] = []
@@ -617,8 +620,12 @@ class AsapRegistrar:
     def _on_unreachable(self, info: AssociationInfo, msg: Any, now: float) -> None:
         handle, ident = msg.pool_handle, msg.identifier
         assoc = info.association
+        # a reporter is its set of peer addresses, not its association: a PU
+        # that reconnects is still the same reporter (and no closed channel
+        # is kept alive by this table)
+        who = info._peer_set
         reporters = self._reporters.get(ident)
-        if reporters is not None and assoc in reporters:
+        if reporters is not None and who in reporters:
             self.counters["unreachable_ignored"] += 1
             return None
         hs = self.handlespace
@@ -628,7 +635,7 @@ class AsapRegistrar:
         self.counters["unreachable_reports"] += 1
         if reporters is None:
             reporters = self._reporters[ident] = set()
-        reporters.add(assoc)
+        reporters.add(who)
         removed = hs.report_unreachable(handle, ident)
         self._events.append(UnreachableReported(handle, ident, assoc, len(reporters)))
         if removed is not None:

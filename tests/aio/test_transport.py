@@ -208,3 +208,63 @@ def test_replies_to_a_pipelined_batch_arrive_in_order_even_when_the_handler_clos
         w.close()
         ep.close()
     run(main())
+
+
+def test_a_peer_that_pipelines_but_never_reads_cannot_grow_our_buffers():
+    """Each 24-byte request gets a 5,000-byte reply (a resolution of many PEs:
+    a 200x amplification).  A peer that sends 20,000 requests and reads
+    nothing gets only about TCP_WRITE_HIGH_WATER of replies queued; once it
+    reads, every request is answered, in order, none lost."""
+    from rserpool.aio.transport import TCP_WRITE_HIGH_WATER
+
+    reply = b"R" * 5000
+    handled = []
+    server_channels = []
+
+    async def main():
+        def on_channel(ch):
+            server_channels.append(ch)
+
+            def answer(c, data, ppid):
+                handled.append(data)
+                c.send(reply)
+            ch.on_message = answer
+        ep = await start_endpoint("tcp", ["127.0.0.1"], 0, on_channel=on_channel)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", ep.port))
+        sock.setblocking(False)
+        request = encode_message(HandleResolution(b"Pool", items=0xFFFFFFFF))
+        total = 20000
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(sock, request * total)
+        await asyncio.sleep(0.5)
+        [ch] = server_channels
+        peak = ch.write_buffered
+        assert peak <= TCP_WRITE_HIGH_WATER + len(reply)
+        assert len(handled) < total // 10  # throttled, not answered into a buffer
+        # now read everything: all requests are answered
+        got = 0
+        while got < total * len(reply):
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 10)
+            assert chunk
+            got += len(chunk)
+        assert len(handled) == total and got == total * len(reply)
+        sock.close()
+        ep.close()
+    run(main())
+
+
+def test_registrar_table_is_bounded_against_announce_floods():
+    table = RegistrarTable(transport="tcp", max_learned=64)
+    # one datagram with 500 transports, port 0 among them: at most 8 looked at
+    many = tuple(TcpTransport(0 if i % 2 else 1000 + i, (f"10.9.{i // 250}.{i % 250}",))
+                 for i in range(500))
+    found = table.learn(encode_message(ServerAnnounce(1, many)), ("10.9.0.1", 3863), 0.0)
+    assert len(found) == 4 and all(e.port for e in found)
+    # 1,000 fake registrars: the table keeps the 64 most recently announced
+    for i in range(1000):
+        table.learn(encode_message(ServerAnnounce(i + 2, (TcpTransport(2000 + i, ("10.8.0.1",)),))),
+                    ("10.8.0.1", 1), float(i) / 1000)
+    ports = sorted(e.port for e in table.candidates(1.0))
+    assert ports == list(range(2000 + 1000 - 64, 3000))

@@ -109,3 +109,36 @@ def test_peer_going_away_closes_channel():
         assert not ep.channels
         ep.close()
     run(main())
+
+
+def test_a_peer_that_never_reads_is_aborted_not_buffered_without_limit():
+    """Replies to an association whose peer stops reading queue in our
+    backlog only up to MAX_SCTP_BACKLOG; then that association is aborted
+    and the others are served as before."""
+    from rserpool.aio.transport import MAX_SCTP_BACKLOG
+
+    async def main():
+        ep, side, channels = await echo_endpoint(["127.0.0.1"])
+        sink = await open_channel("sctp", "127.0.0.1", ep.port)   # never reads
+        sink._owner._loop.remove_reader(sink._owner._fd)
+        sink.send(b"\x0b\x00\x00\x04")
+        await side.wait(lambda: side.messages)
+        [server_ch] = channels
+        blob = b"x" * 5000
+        for _ in range(2 * MAX_SCTP_BACKLOG // len(blob)):
+            if server_ch.closed:
+                break
+            server_ch.send(blob)
+            assert server_ch.write_buffered <= MAX_SCTP_BACKLOG
+        await side.wait(lambda: side.closed)
+        assert server_ch.close_reason == "peer does not read (send backlog full)"
+        assert server_ch._owner._backlog_total == 0
+        # everyone else is still served
+        c = MessageCollector(WAIT)
+        other = await open_channel("sctp", "127.0.0.1", ep.port, on_message=c.on_message)
+        other.send(b"\x0b\x00\x00\x04")
+        await c.wait(lambda: c.messages)
+        other.close()
+        sink.abort()
+        ep.close()
+    run(main())

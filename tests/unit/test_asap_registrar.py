@@ -520,16 +520,16 @@ def unreachable(core, assoc, ident, handle=b"P"):
     return core.receive(assoc, encode_message(EndpointUnreachable(handle, ident)), 1.0)
 
 
-def test_unreachable_reports_from_distinct_associations_remove_the_pe(hsmod):
+def test_unreachable_reports_from_distinct_reporters_remove_the_pe(hsmod):
     core = make_core(hsmod, max_bad_pe_reports=3)
     up(core, "pe1")
     register(core, "pe1", A)
     core.pop_events()
-    for pu in ("pu1", "pu2"):
-        up(core, pu)
+    for n, pu in enumerate(("pu1", "pu2"), 1):
+        up(core, pu, (f"10.0.1.{n}",))
         assert unreachable(core, pu, A) is None
     assert (b"P", A) in core.handlespace
-    up(core, "pu3")
+    up(core, "pu3", ("10.0.1.3",))
     unreachable(core, "pu3", A)
     assert (b"P", A) not in core.handlespace
     evs = core.pop_events()
@@ -552,12 +552,27 @@ def test_unreachable_flood_from_one_pu_counts_once(hsmod):
     assert len(core.pop_events()) == 1
 
 
+def test_a_pu_reconnecting_from_the_same_host_is_still_one_reporter(hsmod):
+    core = make_core(hsmod, max_bad_pe_reports=2)
+    up(core, "pe1")
+    register(core, "pe1", A)
+    for n in range(5):                       # five associations, one host
+        up(core, f"pu-{n}", ("10.0.1.9",), port=50000 + n)
+        unreachable(core, f"pu-{n}", A)
+        core.association_down(f"pu-{n}", 1.0)
+    assert (b"P", A) in core.handlespace
+    assert core.counters["unreachable_reports"] == 1
+    up(core, "other", ("10.0.1.10",))        # a second host: the threshold is met
+    unreachable(core, "other", A)
+    assert (b"P", A) not in core.handlespace
+
+
 def test_unreachable_counts_reset_on_reregistration(hsmod):
     core = make_core(hsmod, max_bad_pe_reports=2)
     up(core, "pe1")
     register(core, "pe1", A)
-    up(core, "pu1")
-    up(core, "pu2")
+    up(core, "pu1", ("10.0.1.1",))
+    up(core, "pu2", ("10.0.1.2",))
     unreachable(core, "pu1", A)
     register(core, "pe1", A, now=1.0)
     unreachable(core, "pu1", A)              # counts again after the update
