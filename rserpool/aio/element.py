@@ -33,6 +33,23 @@ Two endpoints are bound, both on ``addresses``:
   transport parameter inside the Pool Element parameter (the registrar's
   reading of it is in ``rserpool.protocol.asap_registrar``).
 
+Who may take the PE over: a keep-alive with the H bit on an inbound link
+(one a peer opened to the ASAP endpoint) moves the PE's home there only when
+one of the peer's addresses is an address of a registrar the PE knows: an
+entry of its registrar table (a static registrar, its host name resolved at
+start, or a registrar learned from Server Announces, with every address the
+announce lists) or a registrar its own hunt connected to.  A claim from any
+other peer is refused: no Endpoint Keep-Alive Ack, the inbound link is
+closed, a (rate-limited) warning is logged and the event
+:class:`~rserpool.protocol.asap_element.HomeClaimRefused` is emitted; the
+registration at the home registrar is untouched.  ``accept_any_home=True``
+(CLI ``--accept-any-home``) accepts every claim, as RSPLIB does.
+
+Inbound ASAP links are limited: at most ``max_inbound_links`` (16) at a time
+besides the home link (further ones are closed at once), and an inbound
+link that is not the home link and sends nothing for
+``inbound_idle_timeout`` seconds (10 x ``request_timeout``) is closed.
+
 Registrar hunt: candidates are the static registrars first, then the ones
 learned from announces (newest first); registrars that failed recently go last.
 They are tried one after another (connect timeout each); when all fail the
@@ -43,7 +60,9 @@ registrar is announced.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
+import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
@@ -52,18 +71,21 @@ from ..errors import ConfigError, NoRegistrarError, OperationError, WireError
 from ..log import RateLimitedLogger, pe_log
 from ..protocol.asap_element import (
     DEFAULT_REGISTRATION_INTERVAL, DEFAULT_REQUEST_TIMEOUT, Deregistered,
-    HomeRegistrarChanged, KeepAliveAnswered, MessageIgnored, PoolElementCore,
+    HomeClaimRefused, HomeRegistrarChanged, KeepAliveAnswered, MessageIgnored, PoolElementCore,
     ProtocolViolated, Registered, RegistrarHuntStarted, RegistrarLost, RegistrationRefused,
     load_from_fraction, make_policy, policy_with)
-from ..wire import (BusinessCard, Cookie, CookieEcho, PoolPolicy, SctpTransport,
-                    TcpTransport, decode_message, encode_message)
+from ..wire import (BusinessCard, Cookie, CookieEcho, EndpointKeepAlive, PoolPolicy,
+                    SctpTransport, TcpTransport, decode_message, encode_message)
 from .multicast import AnnounceListener, RegistrarEntry, RegistrarTable
 from .transport import Channel, Endpoint, sctp_available, start_endpoint
 
-__all__ = ["PoolElement", "Session", "SessionHandler", "RegistrarInfo", "DATA_PPID"]
+__all__ = ["PoolElement", "Session", "SessionHandler", "RegistrarInfo", "DATA_PPID",
+           "MAX_INBOUND_LINKS"]
 
 #: PPID used for data a service sends on its own (replies reuse the request's).
 DATA_PPID = 0
+#: Inbound ASAP links (besides the home link) a PE keeps open at a time.
+MAX_INBOUND_LINKS = 16
 _WILDCARDS = ("0.0.0.0", "::")
 
 
@@ -220,6 +242,17 @@ class PoolElement:
     :param service: callable returning a :class:`SessionHandler` per session.
     :param on_event: called with every event of
         :mod:`rserpool.protocol.asap_element` (more with :meth:`add_listener`).
+    :param accept_any_home: follow a home claim (keep-alive with the H bit)
+        from any peer that reaches the ASAP endpoint, as RSPLIB does.  By
+        default only a peer with an address of a known registrar (registrar
+        table: static, resolved static host names, learned from announces;
+        or a registrar the hunt connected to) may claim the PE; other claims
+        are not acknowledged and their link is closed.
+    :param max_inbound_links: inbound ASAP links kept at a time besides the
+        home link; further ones are closed at once.
+    :param inbound_idle_timeout: seconds after which an inbound link (not the
+        home link) that sent nothing is closed (None: 10 x
+        ``request_timeout``).
     """
 
     def __init__(self, pool_handle: str | bytes, *,
@@ -235,7 +268,10 @@ class PoolElement:
                  request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
                  connect_timeout: float = 5.0,
                  service: Callable[[], SessionHandler] | None = None,
-                 on_event: Callable[[Any], None] | None = None) -> None:
+                 on_event: Callable[[Any], None] | None = None,
+                 accept_any_home: bool = False,
+                 max_inbound_links: int = MAX_INBOUND_LINKS,
+                 inbound_idle_timeout: float | None = None) -> None:
         self.pool_handle = pool_handle.encode() if isinstance(pool_handle, str) \
             else bytes(pool_handle)
         if isinstance(policy, PoolPolicy):
@@ -266,6 +302,20 @@ class PoolElement:
         self._identifier = identifier
         if not self.registrars and not discovery:
             raise ConfigError("no registrar: give registrars or enable discovery")
+        self.accept_any_home = bool(accept_any_home)
+        if isinstance(max_inbound_links, bool) or not isinstance(max_inbound_links, int) \
+                or max_inbound_links < 0:
+            raise ConfigError(f"max_inbound_links must be an integer >= 0, "
+                              f"not {max_inbound_links!r}")
+        self.max_inbound_links = max_inbound_links
+        if inbound_idle_timeout is None:
+            inbound_idle_timeout = 10.0 * request_timeout
+        if isinstance(inbound_idle_timeout, bool) \
+                or not isinstance(inbound_idle_timeout, (int, float)) \
+                or not inbound_idle_timeout > 0:
+            raise ConfigError(f"inbound_idle_timeout must be a positive number of seconds, "
+                              f"not {inbound_idle_timeout!r}")
+        self.inbound_idle_timeout = float(inbound_idle_timeout)
         # check the numbers early (the core checks them again)
         PoolElementCore(self.pool_handle, self._initial_policy, None,
                         identifier=identifier or 1,
@@ -285,6 +335,14 @@ class PoolElement:
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for: float | None = None
         self._links: dict[Channel, RegistrarEntry | None] = {}
+        # inbound links (opened by a peer) and the timers that close them when
+        # idle (Channel.last_receive says when each one last sent something)
+        self._inbound: set[Channel] = set()
+        self._idle_timers: dict[Channel, asyncio.TimerHandle] = {}
+        # registrar addresses not in the table itself: resolved static host
+        # names, peers of links the hunt opened
+        self._resolved_registrars: set[str] = set()
+        self._resolve_task: asyncio.Task[None] | None = None
         self._failed: dict[tuple[str, str, int], float] = {}
         self._home: Channel | None = None
         self._home_key: tuple[str, str, int] = ("", "", 0)
@@ -402,9 +460,15 @@ class PoolElement:
         self._core = PoolElementCore(self.pool_handle, self._initial_policy, user_transport,
                                      identifier=self._identifier, asap_transport=asap_transport,
                                      registration_interval=self.registration_interval,
-                                     request_timeout=self.request_timeout)
+                                     request_timeout=self.request_timeout,
+                                     accept_any_home=self.accept_any_home)
         self._table = RegistrarTable(self.registrars, transport=transport)
         self._table_changed = asyncio.Event()
+        names = sorted({e.host for e in self._table.candidates(self.loop.time())
+                        if not _is_ip(e.host)})
+        if names and not self.accept_any_home:
+            self._resolve_task = self.loop.create_task(self._resolve_registrars(names))
+            self._resolve_task.add_done_callback(_log_task_failure)
         if self.discovery:
             try:
                 self._announce = await AnnounceListener.start(
@@ -456,6 +520,9 @@ class PoolElement:
             if self._announce is not None:
                 self._announce.stop()
                 self._announce = None
+            if self._resolve_task is not None:
+                self._resolve_task.cancel()
+                self._resolve_task = None
             if not self._core.closed:
                 done = self.loop.create_future()
 
@@ -482,6 +549,9 @@ class PoolElement:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            for handle in self._idle_timers.values():
+                handle.cancel()
+            self._idle_timers.clear()
             for ch in list(self._links):
                 ch.close()
             for ep in (self.user_endpoint, self.asap_endpoint):
@@ -620,6 +690,12 @@ class PoolElement:
         elif isinstance(ev, MessageIgnored):
             self._peer_log.warning(("ignored", ev.detail), "PE %#010x: ignored %s", ident,
                                    ev.detail)
+        elif isinstance(ev, HomeClaimRefused):
+            peer = getattr(ev.link, "peer", ("?", 0))
+            self._peer_log.warning((peer[0], "home-claim"),
+                                   "PE %#010x: refused a home claim (H bit) by %#010x from "
+                                   "%s:%d, not a known registrar; link closed", ident,
+                                   ev.server_id, peer[0], peer[1])
         elif isinstance(ev, KeepAliveAnswered):
             pe_log.debug("PE %#010x: keep-alive from %#010x answered", ident, ev.server_id)
         elif isinstance(ev, RegistrarHuntStarted):
@@ -644,11 +720,73 @@ class PoolElement:
 
     def _on_asap_channel(self, ch: Channel) -> None:
         """A registrar opened a link to our ASAP endpoint (e.g. a takeover)."""
-        if self._stopped:
+        if self._stopped or self._stopping:
             ch.abort("pool element stopped")
             return
+        home = self._core.home_link if self._core is not None else None
+        open_now = sum(1 for c in self._inbound if c is not home and not c.closed)
+        if open_now >= self.max_inbound_links:
+            self._peer_log.warning((ch.peer[0], "inbound-limit"),
+                                   "PE %#010x: %d inbound ASAP links open already; closing "
+                                   "the one from %s:%d", self.identifier or 0, open_now,
+                                   ch.peer[0], ch.peer[1])
+            ch.abort("too many inbound ASAP links")
+            return
         self._links[ch] = None
+        self._inbound.add(ch)
         self._attach(ch)
+        self._arm_idle(ch, self.loop.time() + self.inbound_idle_timeout)
+
+    def _arm_idle(self, ch: Channel, when: float) -> None:
+        self._idle_timers[ch] = self.loop.call_at(when, self._check_idle, ch)
+
+    def _check_idle(self, ch: Channel) -> None:
+        self._idle_timers.pop(ch, None)
+        if ch not in self._inbound or ch.closed or self._stopped:
+            return
+        now = self.loop.time()
+        core = self._core
+        if core is not None and ch is core.home_link:
+            # the home link is policed by the core (request timeouts); look
+            # again later in case it stops being the home link
+            self._arm_idle(ch, now + self.inbound_idle_timeout)
+            return
+        due = ch.last_receive + self.inbound_idle_timeout
+        if now < due:
+            self._arm_idle(ch, due)
+            return
+        pe_log.debug("PE %#010x: inbound ASAP link from %s:%d idle for %g s; closing",
+                     self.identifier or 0, ch.peer[0], ch.peer[1], self.inbound_idle_timeout)
+        ch.abort(f"idle for {self.inbound_idle_timeout:g} s")
+
+    def _registrar_addresses(self) -> set[str]:
+        """Addresses of the registrars this PE knows (rule for home claims)."""
+        known = set(self._resolved_registrars)
+        if self._table is not None:
+            now = self.loop.time()
+            for transport in ("sctp", "tcp"):
+                for entry in self._table.candidates(now, transport):
+                    known.add(_norm_address(entry.host))
+                    known.update(_norm_address(a) for a in entry.addresses)
+        return known
+
+    def _known_registrar(self, ch: Channel) -> bool:
+        """True when ``ch``'s peer is a registrar the PE knows."""
+        if self._links.get(ch) is not None:
+            return True  # the hunt opened it to a table entry
+        peers = {_norm_address(a) for a in (ch.peer_addresses or (ch.peer[0],)) if a}
+        return not peers.isdisjoint(self._registrar_addresses())
+
+    async def _resolve_registrars(self, names: list[str]) -> None:
+        """Resolve static registrars given by name, for the home-claim rule."""
+        for name in names:
+            try:
+                infos = await self.loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                pe_log.debug("PE %#010x: cannot resolve registrar %s: %s",
+                             self.identifier or 0, name, exc)
+                continue
+            self._resolved_registrars.update(_norm_address(str(i[4][0])) for i in infos)
 
     def _on_asap_message(self, ch: Channel, data: bytes, ppid: int) -> None:
         core = self._core
@@ -666,11 +804,16 @@ class PoolElement:
                                    ch.peer[0], ch.peer[1], exc)
             ch.abort(f"undecodable message: {exc}")
             return
-        core.receive(ch, msg, self.loop.time())
+        known = isinstance(msg, EndpointKeepAlive) and msg.home and self._known_registrar(ch)
+        core.receive(ch, msg, self.loop.time(), known_registrar=known)
         self._pump()
 
     def _on_asap_close(self, ch: Channel, reason: Optional[str]) -> None:
         self._links.pop(ch, None)
+        self._inbound.discard(ch)
+        handle = self._idle_timers.pop(ch, None)
+        if handle is not None:
+            handle.cancel()
         core = self._core
         if core is None or core.closed:
             return
@@ -712,6 +855,7 @@ class PoolElement:
                         entry.host, entry.port, timeout=self.connect_timeout,
                         on_message=self._on_asap_message, on_close=self._on_asap_close)
                 except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
+                    _reraise_swallowed_cancel()
                     self._failed[entry.key] = self.loop.time()
                     self._peer_log.warning((entry.key, "connect"),
                                            "PE %#010x: registrar %s:%d (%s) unreachable: %s",
@@ -721,6 +865,8 @@ class PoolElement:
                 if ch.closed:
                     continue
                 self._links[ch] = entry
+                self._resolved_registrars.update(
+                    _norm_address(a) for a in (ch.peer_addresses or (ch.peer[0],)) if a)
                 core.registrar_connected(ch, self.loop.time(), entry.server_id)
                 self._pump()
                 return
@@ -729,6 +875,7 @@ class PoolElement:
                                        backoff * random.uniform(0.75, 1.25))
             except asyncio.TimeoutError:
                 pass
+            _reraise_swallowed_cancel()
             backoff = min(backoff * 2, 5.0)
 
     # ----------------------------------------------------------- sessions
@@ -743,6 +890,44 @@ class PoolElement:
         if self.service is not None:
             session.handler = self.service()
         session.handler.connection_made(session)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _norm_address(text: str) -> str:
+    """An address in one spelling: no zone, IPv4-mapped IPv6 as IPv4, IPv6
+    compressed, names lower case."""
+    plain = text.split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(plain)
+    except ValueError:
+        return plain.lower()
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def _reraise_swallowed_cancel() -> None:
+    """Raise CancelledError if the current task was cancelled but an await
+    did not raise it: before Python 3.12, ``asyncio.wait_for`` returns the
+    inner result (or raises its exception, e.g. ConnectionRefusedError) when
+    the cancellation and the inner completion coincide, and a hunt that
+    went on would never end (Python 3.10 cannot tell: no check there)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError()
+
+
+def _log_task_failure(task: "asyncio.Task[Any]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        pe_log.error("PE background task %r failed", task, exc_info=task.exception())
 
 
 def _opt_load(value: float | None) -> int | None:

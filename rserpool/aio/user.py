@@ -104,6 +104,28 @@ SESSION_CONNECT_TIMEOUT = 5.0
 PARALLEL_HUNT = 3
 
 
+def _log_task_failure(task: "asyncio.Task[Any]") -> None:
+    """Done-callback of background tasks: an exception is logged (and thereby
+    retrieved), not left for the garbage collector to mention or lost."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("background task %r failed", task, exc_info=exc)
+
+
+def _abort_late_channel(opening: "asyncio.Task[Any]") -> None:
+    """Done-callback of a session connect whose session went away meanwhile:
+    a channel that came up anyway is aborted, not left open."""
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    ch = opening.result()
+    ch.on_message = None
+    ch.on_close = None
+    if not ch.closed:
+        ch.abort("session closed while connecting")
+
+
 class SessionFailedError(RSerPoolError, ConnectionError):
     """The session could not reach any pool element (it is closed)."""
 
@@ -235,6 +257,7 @@ class PoolUser:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_task_failure)
         return task
 
     # -- public API --------------------------------------------------------------
@@ -716,6 +739,7 @@ class Session:
     def _start_task(self, coro: Awaitable[Any]) -> None:
         self._cancel_task()
         self._task = asyncio.ensure_future(coro)
+        self._task.add_done_callback(_log_task_failure)
 
     def _close_channel(self, abort: bool) -> None:
         self._cancel_task()
@@ -811,12 +835,18 @@ class Session:
             errors.append(f"user transport {element.transport} is not supported")
         else:
             for host in element.addresses:
+                # in a task of its own: a channel that comes up after this
+                # session was closed (this task cancelled) is still reachable,
+                # and aborted
+                opening = asyncio.ensure_future(_transport.open_channel(
+                    element.transport, host, element.port, framing="session",
+                    timeout=self.connect_timeout, on_message=self._on_message,
+                    on_close=self._on_close))
                 try:
-                    ch = await _transport.open_channel(
-                        element.transport, host, element.port, framing="session",
-                        timeout=self.connect_timeout, on_message=self._on_message,
-                        on_close=self._on_close)
+                    ch = await asyncio.shield(opening)
                 except asyncio.CancelledError:
+                    opening.cancel()
+                    opening.add_done_callback(_abort_late_channel)
                     raise
                 except (OSError, ConnectionError, TimeoutError) as exc:
                     errors.append(f"{host}:{element.port}: {str(exc) or type(exc).__name__}")
@@ -825,6 +855,12 @@ class Session:
                     errors.append(f"{host}:{element.port}: closed at once "
                                   f"({ch.close_reason})")
                     continue
+                if not self._still_connecting(element):
+                    # closed (or moved on) while the channel was being opened
+                    ch.on_message = None
+                    ch.on_close = None
+                    ch.abort("session closed while connecting")
+                    return
                 self._channel = ch
                 early, self._early = self._early, []
                 self._feed(lambda now: self._core.connected(now))
@@ -835,6 +871,12 @@ class Session:
                 return
         reason = "; ".join(errors) or "no address"
         self._feed(lambda now: self._core.connect_failed(reason, now))
+
+    def _still_connecting(self, element: PoolElementInfo) -> bool:
+        """True while the core still waits for the channel to ``element``
+        that the current task opens."""
+        return (self._core.state in (SessionState.CONNECTING, SessionState.FAILOVER_CONNECTING)
+                and self._core.element is element and self._task is asyncio.current_task())
 
     # -- channel callbacks ------------------------------------------------------------
 

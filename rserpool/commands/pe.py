@@ -90,6 +90,10 @@ def add_parser(sub: Any) -> None:
                    help="seconds between re-registrations (registration life: 3x)")
     p.add_argument("--cookie-secret", metavar="TEXT",
                    help="HMAC key for the service's cookies (same on every PE of the pool)")
+    p.add_argument("--accept-any-home", action="store_true",
+                   help="follow a home claim (keep-alive with the H bit) from any peer, as "
+                   "RSPLIB does; by default only a known registrar (--registrar, resolved, "
+                   "or announced) may take the PE over")
     verbosity = p.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="count", default=0,
                            help="more log output (-vv: debug)")
@@ -144,7 +148,7 @@ def build_element(ns: argparse.Namespace) -> Any:
         announce_port=ns.announce_port, transport=ns.transport,
         addresses=ns.address or ["0.0.0.0"], port=ns.port, asap_port=ns.asap_port,
         identifier=ns.identifier, registration_interval=ns.reregistration_interval,
-        service=service)
+        service=service, accept_any_home=ns.accept_any_home)
 
 
 async def _serve(ns: argparse.Namespace) -> int:

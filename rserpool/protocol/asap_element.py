@@ -8,7 +8,8 @@ Sans-I/O: this module never imports asyncio, socket or time.  The driver
   :meth:`~PoolElementCore.registrar_connected` (a link the driver's registrar
   hunt opened), :meth:`~PoolElementCore.link_lost`,
   :meth:`~PoolElementCore.receive` (a decoded ASAP message from a registrar
-  link), :meth:`~PoolElementCore.update_policy` and
+  link, with ``known_registrar``: whether the driver knows the peer as a
+  registrar), :meth:`~PoolElementCore.update_policy` and
   :meth:`~PoolElementCore.handle_timer`;
 * outputs: :meth:`~PoolElementCore.pop_outgoing` (``(link, message)`` pairs to
   send, in order), :meth:`~PoolElementCore.pop_closing` (links to close
@@ -42,6 +43,16 @@ Rules this module follows (h11's ``_state.py`` style):
    A keep-alive with the H bit on a link other than the home link makes that
    link the home registrar's (takeover, digest 6.6 and 6.14); H on the home
    link is only acknowledged.
+7. A home claim (H bit, not on the home link) is accepted only from a known
+   registrar: the driver says so with ``receive(..., known_registrar=True)``
+   when one of the peer's addresses belongs to an entry of the PE's
+   registrar table (static or learned from announces).  Any other claim is a
+   :data:`PeInput.FOREIGN_CLAIM`: it is not acknowledged, its link is closed
+   and :class:`HomeClaimRefused` is emitted; the home link and the
+   registration are left alone.  ``accept_any_home=True`` (RSPLIB's
+   behaviour) accepts every claim: then anyone who reaches the PE's ASAP
+   endpoint can take it away from its registrar, which drops the PE when the
+   old home link closes.
 """
 
 from __future__ import annotations
@@ -61,7 +72,7 @@ __all__ = [
     "PoolElementCore", "PeState", "PeInput", "TRANSITIONS", "LOCAL_INPUTS",
     "RegistrarHuntStarted", "Registered", "RegistrationRefused", "HomeRegistrarChanged",
     "RegistrarLost", "KeepAliveAnswered", "Deregistered", "ProtocolViolated",
-    "MessageIgnored", "make_policy", "policy_with", "load_from_fraction",
+    "MessageIgnored", "HomeClaimRefused", "make_policy", "policy_with", "load_from_fraction",
     "load_from_percent", "load_to_fraction", "random_identifier", "transitions_dot",
     "MAX_IDENTIFIER", "DEFAULT_REGISTRATION_INTERVAL", "DEFAULT_REQUEST_TIMEOUT",
 ]
@@ -154,6 +165,16 @@ class MessageIgnored:
     detail: str
 
 
+@dataclass(frozen=True)
+class HomeClaimRefused:
+    """A keep-alive with the H bit came on ``link`` (not the home link) from a
+    peer that is not a known registrar: it was not acknowledged and ``link``
+    was closed (rule 7).  ``link`` is the driver's object for it."""
+
+    server_id: int
+    link: Any
+
+
 # --------------------------------------------------------------------------
 # the state machine
 
@@ -182,7 +203,8 @@ class PeInput(enum.Enum):
     DEREGISTRATION_ACKED = "deregistration_acked"
     KEEP_ALIVE = "keep_alive"                 # on the home link (H or not)
     KEEP_ALIVE_ELSEWHERE = "keep_alive_elsewhere"  # H=0 on another link
-    HOME_CLAIMED = "home_claimed"             # H=1 on another link
+    HOME_CLAIMED = "home_claimed"             # H=1 on another link, from a known registrar
+    FOREIGN_CLAIM = "foreign_claim"           # H=1 on another link, from anyone else
     ERROR_RECEIVED = "error_received"         # ASAP Error on the home link
     OTHER_MESSAGE = "other_message"           # any other type on the home link
     STRAY_MESSAGE = "stray_message"           # a non-keep-alive on another link
@@ -207,6 +229,7 @@ TRANSITIONS: dict[tuple[PeState, PeInput], tuple[str, PeState]] = {
     (S.HUNTING, I.POLICY_CHANGED): ("keep_policy", S.HUNTING),
     (S.HUNTING, I.HOME_CLAIMED): ("adopt_home", S.REGISTERED),
     (S.HUNTING, I.KEEP_ALIVE_ELSEWHERE): ("ack_keep_alive", S.HUNTING),
+    (S.HUNTING, I.FOREIGN_CLAIM): ("refuse_claim", S.HUNTING),
 
     (S.REGISTERING, I.REGISTRATION_ACCEPTED): ("registered", S.REGISTERED),
     (S.REGISTERING, I.REGISTRATION_REFUSED): ("refused", S.REFUSED),
@@ -216,6 +239,7 @@ TRANSITIONS: dict[tuple[PeState, PeInput], tuple[str, PeState]] = {
     (S.REGISTERING, I.KEEP_ALIVE): ("ack_keep_alive", S.REGISTERING),
     (S.REGISTERING, I.KEEP_ALIVE_ELSEWHERE): ("ack_keep_alive", S.REGISTERING),
     (S.REGISTERING, I.HOME_CLAIMED): ("move_registration", S.REGISTERING),
+    (S.REGISTERING, I.FOREIGN_CLAIM): ("refuse_claim", S.REGISTERING),
     (S.REGISTERING, I.POLICY_CHANGED): ("defer_update", S.REGISTERING),
     (S.REGISTERING, I.STOP): ("send_deregistration", S.DEREGISTERING),
     (S.REGISTERING, I.CONNECTED): ("decline_link", S.REGISTERING),
@@ -225,6 +249,7 @@ TRANSITIONS: dict[tuple[PeState, PeInput], tuple[str, PeState]] = {
     (S.REGISTERED, I.KEEP_ALIVE): ("ack_keep_alive", S.REGISTERED),
     (S.REGISTERED, I.KEEP_ALIVE_ELSEWHERE): ("ack_keep_alive", S.REGISTERED),
     (S.REGISTERED, I.HOME_CLAIMED): ("adopt_home", S.REGISTERED),
+    (S.REGISTERED, I.FOREIGN_CLAIM): ("refuse_claim", S.REGISTERED),
     (S.REGISTERED, I.LINK_LOST): ("registrar_lost", S.HUNTING),
     (S.REGISTERED, I.ERROR_RECEIVED): ("registrar_failed", S.HUNTING),
     (S.REGISTERED, I.STOP): ("send_deregistration", S.DEREGISTERING),
@@ -238,6 +263,7 @@ TRANSITIONS: dict[tuple[PeState, PeInput], tuple[str, PeState]] = {
     (S.UPDATING, I.KEEP_ALIVE): ("ack_keep_alive", S.UPDATING),
     (S.UPDATING, I.KEEP_ALIVE_ELSEWHERE): ("ack_keep_alive", S.UPDATING),
     (S.UPDATING, I.HOME_CLAIMED): ("move_registration", S.UPDATING),
+    (S.UPDATING, I.FOREIGN_CLAIM): ("refuse_claim", S.UPDATING),
     (S.UPDATING, I.POLICY_CHANGED): ("defer_update", S.UPDATING),
     (S.UPDATING, I.STOP): ("send_deregistration", S.DEREGISTERING),
     (S.UPDATING, I.CONNECTED): ("decline_link", S.UPDATING),
@@ -249,6 +275,7 @@ TRANSITIONS: dict[tuple[PeState, PeInput], tuple[str, PeState]] = {
     (S.REFUSED, I.KEEP_ALIVE): ("ack_keep_alive", S.REFUSED),
     (S.REFUSED, I.KEEP_ALIVE_ELSEWHERE): ("ack_keep_alive", S.REFUSED),
     (S.REFUSED, I.HOME_CLAIMED): ("adopt_home", S.REGISTERED),
+    (S.REFUSED, I.FOREIGN_CLAIM): ("refuse_claim", S.REFUSED),
     (S.REFUSED, I.STOP): ("send_deregistration", S.DEREGISTERING),
     (S.REFUSED, I.CONNECTED): ("decline_link", S.REFUSED),
 
@@ -261,6 +288,7 @@ TRANSITIONS: dict[tuple[PeState, PeInput], tuple[str, PeState]] = {
     (S.DEREGISTERING, I.KEEP_ALIVE): ("ack_keep_alive", S.DEREGISTERING),
     (S.DEREGISTERING, I.KEEP_ALIVE_ELSEWHERE): ("ignore", S.DEREGISTERING),
     (S.DEREGISTERING, I.HOME_CLAIMED): ("ignore", S.DEREGISTERING),
+    (S.DEREGISTERING, I.FOREIGN_CLAIM): ("refuse_claim", S.DEREGISTERING),
     (S.DEREGISTERING, I.POLICY_CHANGED): ("keep_policy", S.DEREGISTERING),
     (S.DEREGISTERING, I.STOP): ("ignore", S.DEREGISTERING),
     (S.DEREGISTERING, I.CONNECTED): ("decline_link", S.DEREGISTERING),
@@ -306,6 +334,9 @@ class PoolElementCore:
     :param retry_delay: seconds to wait after a refusal before registering
         again (default: ``registration_interval``).
     :param rng: random source for the PE ID (tests pass a seeded one).
+    :param accept_any_home: accept a home claim (H bit) from any peer, not
+        only from a known registrar (RSPLIB's behaviour; see rule 7 of the
+        module docstring).
     """
 
     def __init__(self, pool_handle: bytes | str, policy: PoolPolicy, user_transport: Any, *,
@@ -313,7 +344,8 @@ class PoolElementCore:
                  registration_interval: float = DEFAULT_REGISTRATION_INTERVAL,
                  request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
                  retry_delay: float | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 accept_any_home: bool = False) -> None:
         if isinstance(pool_handle, str):
             pool_handle = pool_handle.encode()
         if not isinstance(pool_handle, (bytes, bytearray)) or not pool_handle:
@@ -341,6 +373,7 @@ class PoolElementCore:
         self.registration_interval = float(registration_interval)
         self.request_timeout = float(request_timeout)
         self.retry_delay = float(retry_delay)
+        self.accept_any_home = bool(accept_any_home)
         self.registration_life_ms = max(1, life)
         self._policy = policy
         self._state = PeState.IDLE
@@ -452,8 +485,15 @@ class PoolElementCore:
         if self._deadline is not None and now >= self._deadline:
             self._input(PeInput.TIMER, now)
 
-    def receive(self, link: Any, message: Message, now: float) -> None:
-        """A decoded ASAP message arrived on ``link`` (home or not)."""
+    def receive(self, link: Any, message: Message, now: float, *,
+                known_registrar: bool = False) -> None:
+        """A decoded ASAP message arrived on ``link`` (home or not).
+
+        ``known_registrar``: the peer of ``link`` is a registrar the PE knows
+        (an address of an entry in its registrar table, or a link its own hunt
+        opened).  Only then is a keep-alive with the H bit on a link other
+        than the home link a takeover (unless ``accept_any_home``); otherwise
+        it is refused (rule 7)."""
         home = link is not None and link == self._home_link and self._state in _LINKED
         if isinstance(message, EndpointKeepAlive):
             if message.pool_handle != self.pool_handle or (
@@ -466,7 +506,8 @@ class PoolElementCore:
             if home:
                 inp = PeInput.KEEP_ALIVE
             elif message.home:
-                inp = PeInput.HOME_CLAIMED
+                inp = PeInput.HOME_CLAIMED if known_registrar or self.accept_any_home \
+                    else PeInput.FOREIGN_CLAIM
             else:
                 inp = PeInput.KEEP_ALIVE_ELSEWHERE
         elif not home:
@@ -601,6 +642,11 @@ class PoolElementCore:
         self._events.append(KeepAliveAnswered(msg.server_id, True))
         self._events.append(HomeRegistrarChanged(msg.server_id, previous))
         return msg
+
+    def _do_refuse_claim(self, now: float) -> None:
+        # not acknowledged: the claimant must not believe it holds the PE
+        self._close(self._link)
+        self._events.append(HomeClaimRefused(self._message.server_id, self._link))
 
     def _do_adopt_home(self, now: float) -> None:
         self._switch_home()

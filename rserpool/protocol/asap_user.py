@@ -37,8 +37,11 @@ Rules of the session table (the module's contract):
   after the Cookie Echo, to the next PE.
 * A Business Card from the PE is kept (the latest); on failover its PEs are
   tried first, before a new handle resolution (RFC 5352's use of the card;
-  RSPLIB ignores cards).  The application may send its own card, which is
-  re-sent after the Cookie Echo to each new PE.
+  RSPLIB ignores cards).  A card naming another pool handle than the
+  session's is ignored (:class:`MessageIgnored`): a PE must not redirect the
+  session's failover to the elements of some other pool.  The application
+  may send its own card, which is re-sent after the Cookie Echo to each new
+  PE.
 * "Nothing found" (an empty or failed resolution) waits ``retry_delay``
   (HandleResolutionRetryDelay, 250 ms) before resolving again; a failed
   connect resolves again at once, or after the delay when the same PE has
@@ -767,7 +770,7 @@ class SessionCore:
 
     def _card_candidate(self) -> PoolElementInfo | None:
         card = self.business_card
-        if card is None:
+        if card is None or card.pool_handle != self.pool_handle:
             return None
         for pe in card.pool_elements:
             info = PoolElementInfo.from_pool_element(card.pool_handle, pe)
@@ -884,6 +887,10 @@ class SessionCore:
         return S.ESTABLISHED
 
     def _on_business_card(self, now: float, card: Any) -> SessionState:
+        if card.pool_handle != self.pool_handle:
+            self._emit(MessageIgnored(card, f"Business Card for pool {card.pool_handle!r}, "
+                                            f"not the session's {self.pool_handle!r}"))
+            return S.ESTABLISHED
         self.business_card = card
         self._emit(BusinessCardReceived(card))
         return S.ESTABLISHED

@@ -1,11 +1,12 @@
 """Pool elements (rserpool.aio.element) against the real registrar over
 loopback TCP: registration, keep-alives, re-registration on load change,
-deregistration, the H bit, registrar hunt, and the demo services with their
-cookies."""
+deregistration, the H bit (only from known registrars), limits on inbound
+ASAP links, registrar hunt, and the demo services with their cookies."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any, Callable
 
@@ -16,19 +17,24 @@ from rserpool.aio.element import PoolElement, SessionHandler
 from rserpool.aio.transport import open_channel
 from rserpool.constants import PPID, ErrorCause, PolicyType, TransportUse
 from rserpool.errors import NoRegistrarError, OperationError
-from rserpool.protocol.asap_element import (Deregistered, HomeRegistrarChanged,
-                                            KeepAliveAnswered, Registered, RegistrarLost,
-                                            load_from_fraction)
+from rserpool.protocol.asap_element import (Deregistered, HomeClaimRefused,
+                                            HomeRegistrarChanged, KeepAliveAnswered,
+                                            Registered, RegistrarLost, load_from_fraction)
 from rserpool.services.chargen import ChargenService, chargen_line
 from rserpool.services.daytime import DaytimeService
 from rserpool.services.discard import DiscardService
 from rserpool.services.echo import EchoService
 from rserpool.services.pingpong import PingPongService, make_ping, parse_pong
+from rserpool.testing.aio import until
 from rserpool.wire import (Cookie, CookieEcho, EndpointKeepAlive, EndpointKeepAliveAck,
                            HandleResolutionResponse, Registration, RegistrationResponse,
-                           decode_message, encode_message)
+                           ServerAnnounce, TcpTransport, decode_message, encode_message)
 
 HANDLE = b"EchoPool"
+#: Loopback aliases (all of 127/8 is local on Linux): a second registrar that
+#: takes a PE over, and a stranger that is no registrar of the PE's.
+TAKEOVER = "127.0.0.2"
+STRANGER = "127.0.0.3"
 
 
 class Events:
@@ -258,14 +264,21 @@ def test_a_silent_registrar_times_out_and_the_next_one_is_used(registrar, arun):
     arun(main())
 
 
+def with_takeover(registrar: Any) -> list[str]:
+    """The registrar plus a second one at TAKEOVER (nothing listens there: it
+    only reaches the PE, from TAKEOVER)."""
+    host, port = registrar.address("tcp")
+    return [f"{host}:{port}", f"{TAKEOVER}:{port}"]
+
+
 def test_h_bit_from_another_registrar_moves_the_home(registrar, arun):
     async def main() -> None:
-        pe = make_pe(registrar, registration_interval=1.0)
+        pe = make_pe(registrar, registration_interval=1.0, registrars=with_takeover(registrar))
         events = Events(pe)
         await pe.start()
         first = pe.home_registrar
-        # a second "registrar" (taking over) reaches the PE's ASAP listener
-        fake = await AsapClient.connect(*pe.asap_addresses[0])
+        # a second registrar of the PE's (taking over) reaches its ASAP listener
+        fake = await AsapClient.connect(*pe.asap_addresses[0], local_address=TAKEOVER)
         fake.send(EndpointKeepAlive(0xBEEF0001, HANDLE, pe.identifier, home=True))
         ack = await fake.recv()
         assert ack == EndpointKeepAliveAck(HANDLE, pe.identifier)
@@ -296,10 +309,10 @@ def test_h_bit_from_another_registrar_moves_the_home(registrar, arun):
 
 def test_garbage_from_the_registrar_link_makes_the_pe_hunt(registrar, arun):
     async def main() -> None:
-        pe = make_pe(registrar)
+        pe = make_pe(registrar, registrars=with_takeover(registrar))
         events = Events(pe)
         await pe.start()
-        fake = await AsapClient.connect(*pe.asap_addresses[0])
+        fake = await AsapClient.connect(*pe.asap_addresses[0], local_address=TAKEOVER)
         fake.send(EndpointKeepAlive(0x77, HANDLE, pe.identifier, home=True))
         await events.wait(lambda e: isinstance(e, HomeRegistrarChanged))
         fake.send(b"\x07\x01\x00\x05garbage")  # bad length
@@ -309,6 +322,202 @@ def test_garbage_from_the_registrar_link_makes_the_pe_hunt(registrar, arun):
         # back at the real registrar
         await events.wait(lambda e: isinstance(e, Registered), n=2)
         assert pe.home_registrar.port == registrar.address("tcp")[1]
+        await pe.stop()
+    arun(main())
+
+
+def test_h_bit_from_a_stranger_is_refused_and_the_pe_stays_registered(registrar, arun,
+                                                                     caplog):
+    async def main() -> None:
+        pe = make_pe(registrar, registration_interval=1.0)
+        events = Events(pe)
+        await pe.start()
+        first = pe.home_registrar
+        assert (HANDLE, pe.identifier) in registrar.handlespace
+        # anyone who reaches the ASAP port claims the PE with the H bit
+        evil = await AsapClient.connect(*pe.asap_addresses[0], local_address=STRANGER)
+        evil.send(EndpointKeepAlive(0x6666, HANDLE, pe.identifier, home=True))
+        refused = await events.wait(lambda e: isinstance(e, HomeClaimRefused))
+        assert refused.server_id == 0x6666 and refused.link.peer[0] == STRANGER
+        with pytest.raises(ConnectionError):  # no ack: the PE closed that link
+            await evil.recv(timeout=5.0)
+        assert not any(isinstance(e, (HomeRegistrarChanged, RegistrarLost))
+                       for e in events.seen)
+        assert pe.home_registrar == first and pe.registered
+        # the registrar keeps the PE (its link was not closed) across
+        # keep-alives and re-registrations
+        await events.wait(lambda e: isinstance(e, Registered) and e.reregistration, n=2)
+        assert (HANDLE, pe.identifier) in registrar.handlespace
+        [entry] = (await resolve(registrar)).pool_elements
+        assert entry.identifier == pe.identifier
+        # the same from an address that is only a port away from the registrar's
+        # host is still no registrar: a second claim, also refused
+        evil2 = await AsapClient.connect(*pe.asap_addresses[0], local_address=STRANGER)
+        evil2.send(EndpointKeepAlive(0x6667, HANDLE, None, home=True))
+        await events.wait(lambda e: isinstance(e, HomeClaimRefused), n=2)
+        with pytest.raises(ConnectionError):
+            await evil2.recv(timeout=5.0)
+        assert (HANDLE, pe.identifier) in registrar.handlespace
+        await evil.close()
+        await evil2.close()
+        await pe.stop()
+        assert events.seen[-1] == Deregistered(pe.identifier, True)
+
+    with caplog.at_level(logging.WARNING, logger="rserpool.pe"):
+        arun(main())
+    warnings = [r for r in caplog.records if "refused a home claim" in r.getMessage()
+                and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and STRANGER in warnings[0].getMessage()  # rate-limited
+
+
+def test_h_bit_from_a_registrar_learned_from_an_announce_is_accepted(registrar, arun):
+    async def main() -> None:
+        pe = make_pe(registrar)
+        events = Events(pe)
+        await pe.start()
+        # a Server Announce of a second registrar at TAKEOVER (fed as the
+        # multicast listener would)
+        announce = ServerAnnounce(0xBEEF0003, [TcpTransport(3863, [TAKEOVER])])
+        pe._on_announce(encode_message(announce), (TAKEOVER, 3863))
+        fake = await AsapClient.connect(*pe.asap_addresses[0], local_address=TAKEOVER)
+        fake.send(EndpointKeepAlive(0xBEEF0003, HANDLE, pe.identifier, home=True))
+        assert await fake.recv() == EndpointKeepAliveAck(HANDLE, pe.identifier)
+        await events.wait(lambda e: isinstance(e, HomeRegistrarChanged))
+        assert pe.home_registrar.server_id == 0xBEEF0003
+        await fake.close()
+        await events.wait(lambda e: isinstance(e, Registered), n=2)  # back at the real one
+        await pe.stop()
+    arun(main())
+
+
+def test_accept_any_home_follows_a_stranger_like_rsplib(registrar, arun):
+    async def main() -> None:
+        pe = make_pe(registrar, accept_any_home=True)
+        events = Events(pe)
+        await pe.start()
+        other = await AsapClient.connect(*pe.asap_addresses[0], local_address=STRANGER)
+        other.send(EndpointKeepAlive(0x6666, HANDLE, pe.identifier, home=True))
+        assert await other.recv() == EndpointKeepAliveAck(HANDLE, pe.identifier)
+        await events.wait(lambda e: isinstance(e, HomeRegistrarChanged))
+        assert pe.home_registrar.host == STRANGER
+        # the real registrar lost the PE with its link
+        await until(lambda: (HANDLE, pe.identifier) not in registrar.handlespace, 5.0)
+        await other.close()
+        await events.wait(lambda e: isinstance(e, Registered), n=2)
+        await pe.stop()
+    arun(main())
+
+
+async def _served(pe: PoolElement, local: str = "127.0.0.1") -> AsapClient | None:
+    """An inbound ASAP link to ``pe`` that the PE serves (a keep-alive without
+    the H bit is acknowledged), or None if the PE closed it."""
+    client = await AsapClient.connect(*pe.asap_addresses[0], local_address=local)
+    client.send(EndpointKeepAlive(0x51, HANDLE, pe.identifier))
+    try:
+        ack = await client.recv(timeout=5.0)
+    except ConnectionError:
+        await client.close()
+        return None
+    assert ack == EndpointKeepAliveAck(HANDLE, pe.identifier)
+    return client
+
+
+def test_inbound_asap_links_are_capped(registrar, arun):
+    async def main() -> None:
+        pe = make_pe(registrar, max_inbound_links=3)
+        await pe.start()
+        kept = [await _served(pe, STRANGER) for _ in range(3)]
+        assert all(c is not None for c in kept)
+        assert await _served(pe, STRANGER) is None        # the fourth is closed at once
+        assert await _served(pe, TAKEOVER) is None        # whoever it is
+        await kept[0].close()                             # a slot frees up
+        for _ in range(100):
+            again = await _served(pe, STRANGER)
+            if again is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert again is not None
+        assert all(not c.closed.is_set() for c in kept[1:])
+        # the home link is not an inbound link: the PE is still registered
+        assert pe.registered and (HANDLE, pe.identifier) in registrar.handlespace
+        for c in kept[1:] + [again]:
+            await c.close()
+        await pe.stop()
+    arun(main())
+
+
+def test_default_inbound_cap_is_16(registrar):
+    pe = make_pe(registrar)
+    assert pe.max_inbound_links == 16 and pe.inbound_idle_timeout == 30.0
+    assert make_pe(registrar, request_timeout=0.5).inbound_idle_timeout == 5.0
+
+
+def test_silent_inbound_links_are_closed_but_the_home_link_is_not(registrar, arun):
+    async def main() -> None:
+        pe = make_pe(registrar, inbound_idle_timeout=0.5, registration_interval=30.0,
+                     registrars=with_takeover(registrar))
+        events = Events(pe)
+        await pe.start()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        silent = await AsapClient.connect(*pe.asap_addresses[0], local_address=STRANGER)
+        chatty = await AsapClient.connect(*pe.asap_addresses[0], local_address=STRANGER)
+        # a link that keeps talking (every 0.2 s) stays; the silent one goes
+        while loop.time() - t0 < 1.6:
+            chatty.send(EndpointKeepAlive(0x51, HANDLE, pe.identifier))
+            assert await chatty.recv() == EndpointKeepAliveAck(HANDLE, pe.identifier)
+            await asyncio.sleep(0.2)
+        assert silent.closed.is_set() and not chatty.closed.is_set()
+        with pytest.raises(ConnectionError):
+            await silent.recv(timeout=0.1)
+        t1 = loop.time()
+        await asyncio.wait_for(chatty.closed.wait(), 5.0)  # once it falls silent
+        assert loop.time() - t1 >= 0.3
+        await silent.close()
+        await chatty.close()
+        # a takeover's inbound link becomes the home link: never idle-closed
+        fake = await AsapClient.connect(*pe.asap_addresses[0], local_address=TAKEOVER)
+        fake.send(EndpointKeepAlive(0xBEEF0004, HANDLE, pe.identifier, home=True))
+        assert await fake.recv() == EndpointKeepAliveAck(HANDLE, pe.identifier)
+        await events.wait(lambda e: isinstance(e, HomeRegistrarChanged))
+        await asyncio.sleep(1.5)
+        assert not fake.closed.is_set() and pe.home_registrar.server_id == 0xBEEF0004
+        await fake.close()
+        await events.wait(lambda e: isinstance(e, Registered), n=2)
+        await pe.stop()
+    arun(main())
+
+
+@pytest.mark.skipif(not hasattr(asyncio.Task, "cancelling"),
+                    reason="Python 3.10 cannot tell a swallowed cancellation")
+def test_a_cancelled_hunt_ends_even_when_the_connect_swallows_the_cancel(arun):
+    """Before Python 3.12, asyncio.wait_for (inside the connect) raises the
+    connect's error instead of CancelledError when both coincide; the hunt
+    must end anyway (it used to retry forever: a loop torn down without
+    stop() never finished)."""
+    async def main() -> None:
+        pe = PoolElement(HANDLE, registrars=["127.0.0.1:9"], discovery=False,
+                         transport="tcp", addresses=["127.0.0.1"])
+        await pe.start(wait=False)
+        connecting = asyncio.Event()
+
+        async def connect(*args: Any, **kw: Any) -> Any:
+            connecting.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                raise ConnectionRefusedError("refused, as the cancel came") from None
+
+        pe.asap_endpoint.connect = connect  # type: ignore[method-assign]
+        hunt = pe._hunt_task
+        hunt.cancel()  # the first attempt may be under way: let it fail, then retry
+        await asyncio.gather(hunt, return_exceptions=True)
+        pe._pump()     # a new hunt, through the fake connect
+        hunt = pe._hunt_task
+        await asyncio.wait_for(connecting.wait(), 5.0)
+        hunt.cancel()
+        done, _ = await asyncio.wait([hunt], timeout=2.0)
+        assert done and hunt.cancelled()
         await pe.stop()
     arun(main())
 
@@ -562,6 +771,19 @@ def test_cli_registers_prints_and_deregisters_on_sigint(registrar, arun):
         resp = await resolve(registrar, b"CliPool")
         assert resp.pool_elements == ()
     arun(main())
+
+
+def test_cli_accept_any_home_option():
+    import argparse
+
+    from rserpool.commands import pe as pe_cmd
+
+    parser = argparse.ArgumentParser()
+    pe_cmd.add_parser(parser.add_subparsers())
+    base = ["pe", "--pool", "P", "--registrar", "127.0.0.1:3863", "--transport", "tcp"]
+    assert pe_cmd.build_element(parser.parse_args(base)).accept_any_home is False
+    ns = parser.parse_args(base + ["--accept-any-home"])
+    assert pe_cmd.build_element(ns).accept_any_home is True
 
 
 @pytest.mark.parametrize("args, message", [

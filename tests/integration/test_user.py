@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from functools import partial
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from conftest import AsapClient
 from rserpool.aio import transport as tr
 from rserpool.aio.registrar import Registrar
 from rserpool.aio.user import (FailoverCompleted, FailoverStarted, PoolUser,
@@ -264,9 +266,18 @@ def test_unreachable_reports_reach_the_registrar():
             assert (POOL, 1) not in users[0].cache          # forgotten locally at once
             await until(lambda: reg.statistics()["unreachable_reports"] == 1)
             assert (POOL, 1) in reg.handlespace                # one reporter: still there
+            # a second PU on the same host is the same reporter (the registrar
+            # counts reporters by address): it adds nothing
             await users[1].report_unreachable(POOL, 1)
+            await until(lambda: reg.statistics()["unreachable_ignored"] == 1)
+            assert (POOL, 1) in reg.handlespace
+            # a PU on another host (address) is the second reporter
+            other = await AsapClient.connect(*reg.address("tcp"), local_address="127.0.0.2")
+            other.unreachable(POOL, 1)
             await until(lambda: (POOL, 1) not in reg.handlespace, what="PE 1 removed")
+            assert reg.statistics()["unreachable_reports"] == 2
             assert (POOL, 2) in reg.handlespace
+            await other.close()
             for pu in users:
                 await pu.close()
             for p in pes:
@@ -431,6 +442,77 @@ def test_real_pool_elements_pingpong_count_survives_a_failover():
                 await session.close()
             for e in elements:
                 await e.stop()
+    run(main)
+
+
+@pytest.mark.parametrize("how", ["close", "cancel", "core-closed"])
+def test_a_session_closed_while_connecting_leaves_no_channel_open(how, monkeypatch):
+    """The session's channel comes up only after the session was closed (or
+    connect_session cancelled): it is aborted, and the PE sees it close."""
+    async def main() -> None:
+        async with Registrar(registrar_config(), seed=1) as reg:
+            fake = await FakePE(1).start(reg)
+            real_open = tr.open_channel
+            opened = asyncio.Event()
+            release = asyncio.Event()
+
+            async def slow_open(transport: str, host: str, port: int, **kw: Any) -> Any:
+                ch = await real_open(transport, host, port, **kw)
+                if kw.get("framing") != "session":
+                    return ch                  # the registrar link
+                opened.set()
+                try:
+                    await release.wait()
+                except asyncio.CancelledError:
+                    # as asyncio.wait_for before 3.12 does when the cancel and
+                    # the connection coincide: the channel is up, return it
+                    pass
+                return ch
+
+            monkeypatch.setattr(tr, "open_channel", slow_open)
+            async with PoolUser(registrars=[addr(reg)], discovery=False) as pu:
+                connecting = asyncio.ensure_future(pu.connect_session(POOL))
+                await asyncio.wait_for(opened.wait(), 5)
+                await until(lambda: len(fake.sessions) == 1, what="the PE's channel")
+                [session] = pu._sessions
+                if how == "close":
+                    await session.close()
+                    with pytest.raises(SessionFailedError):
+                        await connecting
+                elif how == "cancel":                 # the application gave up
+                    connecting.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await connecting
+                else:
+                    # closed without the connect task being cancelled: the
+                    # channel still arrives, to a session that is gone
+                    session._core.close(asyncio.get_running_loop().time())
+                    release.set()
+                    await until(lambda: session._task.done(), what="the connect task")
+                    assert session._task.exception() is None
+                await until(lambda: fake.sessions[0].closed, what="the PE sees the close")
+                assert session.closed and session.channel is None
+            await fake.stop()
+    run(main)
+
+
+def test_background_task_failures_are_logged(caplog):
+    async def main() -> None:
+        async def boom() -> None:
+            raise RuntimeError("boom in the background")
+
+        async with Registrar(registrar_config(), seed=1) as reg:
+            fake = await FakePE(1).start(reg)
+            async with PoolUser(registrars=[addr(reg)], discovery=False) as pu:
+                session = await pu.connect_session(POOL)
+                with caplog.at_level(logging.ERROR, logger="rserpool.pu"):
+                    session._start_task(boom())
+                    await until(lambda: "boom in the background" in caplog.text)
+                    caplog.clear()
+                    pu._spawn(boom())
+                    await until(lambda: "boom in the background" in caplog.text)
+                await session.close()
+            await fake.stop()
     run(main)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import sys
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -55,7 +56,14 @@ def _load(name: str, relative: str) -> ModuleType:
 #: (tests/integration/conftest.py)
 H = _load("_policies_sctp_helpers", "conftest.py")
 #: The policies and policy values of the TCP check (tests/integration/test_user.py)
-ALL_POLICIES = _load("_policies_sctp_user_tests", "test_user.py").ALL_POLICIES
+#: (test_user.py does ``from conftest import ...``: give it its own conftest)
+_saved_conftest = sys.modules.get("conftest")
+sys.modules["conftest"] = H
+try:
+    ALL_POLICIES = _load("_policies_sctp_user_tests", "test_user.py").ALL_POLICIES
+finally:
+    if _saved_conftest is not None:
+        sys.modules["conftest"] = _saved_conftest
 
 
 #: ``run(coro_fn)``: ``coro_fn()`` in a new event loop, within SCENARIO_TIMEOUT.

@@ -14,7 +14,8 @@ from rserpool.constants import MAX32, ErrorCause, PolicyType, TransportUse
 from rserpool.errors import ConfigError, LocalProtocolError
 from rserpool.protocol import asap_element as pe_mod
 from rserpool.protocol.asap_element import (
-    LOCAL_INPUTS, TRANSITIONS, Deregistered, HomeRegistrarChanged, KeepAliveAnswered,
+    LOCAL_INPUTS, TRANSITIONS, Deregistered, HomeClaimRefused, HomeRegistrarChanged,
+    KeepAliveAnswered,
     MessageIgnored, PeInput, PeState, PoolElementCore, ProtocolViolated, Registered,
     RegistrarHuntStarted, RegistrarLost, RegistrationRefused, load_from_fraction,
     load_from_percent, make_policy, policy_type_from_name, policy_with, random_identifier,
@@ -308,7 +309,8 @@ def test_h_bit_on_a_new_link_moves_home():
     core.receive("pr1", EndpointKeepAlive(0x11, HANDLE, PE_ID), 1.0)
     sent(core), core.pop_events()
     deadline = core.next_deadline()
-    core.receive("pr2", EndpointKeepAlive(0x22, HANDLE, PE_ID, home=True), 2.0)
+    core.receive("pr2", EndpointKeepAlive(0x22, HANDLE, PE_ID, home=True), 2.0,
+                 known_registrar=True)
     assert sent(core) == [("pr2", EndpointKeepAliveAck(HANDLE, PE_ID))]
     assert core.pop_closing() == ["pr1"]
     assert core.pop_events() == [KeepAliveAnswered(0x22, True),
@@ -341,7 +343,8 @@ def test_keep_alive_without_h_on_another_link_is_acked_there_without_moving():
 
 def test_h_bit_while_hunting_makes_the_pe_registered():
     core = in_state(PeState.HUNTING)
-    core.receive("pr9", EndpointKeepAlive(0x99, HANDLE, PE_ID, home=True), 4.0)
+    core.receive("pr9", EndpointKeepAlive(0x99, HANDLE, PE_ID, home=True), 4.0,
+                 known_registrar=True)
     assert core.state is PeState.REGISTERED and core.registered and not core.needs_registrar
     assert core.home_link == "pr9" and core.next_deadline() == 34.0
     assert core.pop_events()[-1] == HomeRegistrarChanged(0x99, 0)
@@ -352,7 +355,8 @@ def test_h_bit_while_hunting_makes_the_pe_registered():
 
 def test_h_bit_while_registering_sends_the_registration_to_the_new_home():
     core = in_state(PeState.REGISTERING)
-    core.receive("pr2", EndpointKeepAlive(0x22, HANDLE, PE_ID, home=True), 1.0)
+    core.receive("pr2", EndpointKeepAlive(0x22, HANDLE, PE_ID, home=True), 1.0,
+                 known_registrar=True)
     out = sent(core)
     assert out[0] == ("pr2", EndpointKeepAliveAck(HANDLE, PE_ID))
     assert out[1][0] == "pr2" and isinstance(out[1][1], Registration)
@@ -360,6 +364,60 @@ def test_h_bit_while_registering_sends_the_registration_to_the_new_home():
     assert core.pop_closing() == ["pr1"] and core.next_deadline() == 4.0
     accept(core, "pr2", 1.5)
     assert core.registered
+
+
+# ------------------------------------------- home claims from strangers (rule 7)
+
+def test_h_bit_from_an_unknown_peer_is_refused_without_an_ack():
+    core = in_state(PeState.REGISTERED)
+    core.receive("pr1", EndpointKeepAlive(0x11, HANDLE, PE_ID), 1.0)
+    sent(core), core.pop_events()
+    deadline = core.next_deadline()
+    core.receive("evil", EndpointKeepAlive(0x66, HANDLE, PE_ID, home=True), 2.0)
+    assert sent(core) == []                        # no ack: the claimant gets nothing
+    assert core.pop_closing() == ["evil"]          # its link is closed, not the home link
+    assert core.pop_events() == [HomeClaimRefused(0x66, "evil")]
+    assert core.home_link == "pr1" and core.home_registrar == 0x11
+    assert core.state is PeState.REGISTERED and core.next_deadline() == deadline
+    # the RFC form (no PE ID) is refused the same way
+    core.receive("evil2", EndpointKeepAlive(0x66, HANDLE, None, home=True), 2.5)
+    assert sent(core) == [] and core.pop_closing() == ["evil2"]
+    # the home registrar still works on the home link
+    core.receive("pr1", EndpointKeepAlive(0x11, HANDLE, PE_ID, home=True), 3.0)
+    assert sent(core) == [("pr1", EndpointKeepAliveAck(HANDLE, PE_ID))]
+
+
+@pytest.mark.parametrize("state", [PeState.HUNTING, PeState.REGISTERING, PeState.UPDATING,
+                                   PeState.REFUSED, PeState.DEREGISTERING],
+                         ids=lambda s: s.name)
+def test_h_bit_from_an_unknown_peer_changes_nothing_in_any_state(state):
+    core = in_state(state)
+    home, deadline = core.home_link, core.next_deadline()
+    core.receive("evil", EndpointKeepAlive(0x66, HANDLE, PE_ID, home=True), 1.0)
+    assert core.state is state and core.home_link == home
+    assert core.next_deadline() == deadline and sent(core) == []
+    assert core.pop_closing() == ["evil"]
+    assert core.pop_events() == [HomeClaimRefused(0x66, "evil")]
+
+
+def test_a_claim_for_another_pe_is_ignored_before_the_trust_check():
+    core = in_state(PeState.REGISTERED)
+    core.receive("evil", EndpointKeepAlive(0x66, b"OtherPool", PE_ID, home=True), 1.0)
+    [ev] = core.pop_events()
+    assert isinstance(ev, MessageIgnored) and core.pop_closing() == []
+
+
+def test_accept_any_home_follows_any_claim_like_rsplib():
+    core = new_core(accept_any_home=True)
+    core.start(0.0)
+    core.registrar_connected("pr1", 0.0)
+    accept(core, now=0.5)
+    sent(core), core.pop_events()
+    core.receive("anyone", EndpointKeepAlive(0x66, HANDLE, PE_ID, home=True), 1.0)
+    assert sent(core) == [("anyone", EndpointKeepAliveAck(HANDLE, PE_ID))]
+    assert core.pop_closing() == ["pr1"] and core.home_link == "anyone"
+    assert core.pop_events()[-1] == HomeRegistrarChanged(0x66, 0)
+    assert new_core().accept_any_home is False
 
 
 # ------------------------------------------------------------- shutdown
@@ -453,7 +511,10 @@ def _feed(core: PoolElementCore, inp: PeInput, now: float = 1.0) -> PeInput | No
     elif inp is PeInput.KEEP_ALIVE_ELSEWHERE:
         core.receive("other", EndpointKeepAlive(2, HANDLE, PE_ID), now)
     elif inp is PeInput.HOME_CLAIMED:
-        core.receive("other", EndpointKeepAlive(2, HANDLE, PE_ID, home=True), now)
+        core.receive("other", EndpointKeepAlive(2, HANDLE, PE_ID, home=True), now,
+                     known_registrar=True)
+    elif inp is PeInput.FOREIGN_CLAIM:
+        core.receive("stranger", EndpointKeepAlive(3, HANDLE, PE_ID, home=True), now)
     elif inp is PeInput.STRAY_MESSAGE:
         core.receive("other", RegistrationResponse(HANDLE, PE_ID), now)
     else:

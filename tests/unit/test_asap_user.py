@@ -426,6 +426,32 @@ def test_business_card_peers_are_tried_before_a_new_resolution():
     assert core.resolved([info(B)], 1.3) == [Connect(info(B))]
 
 
+def test_business_card_of_another_pool_is_ignored():
+    core, _ = established()
+    foreign = BusinessCard(b"OtherPool", PoolPolicy(PT.ROUND_ROBIN), [pe(C), pe(D)])
+    [ev] = core.message_received(foreign, 0.5)
+    assert isinstance(ev, MessageIgnored) and ev.message == foreign
+    assert "OtherPool" in ev.reason and core.business_card is None
+    assert core.state is S.ESTABLISHED
+    # the failover does not go to the other pool's elements: it resolves
+    out = core.connection_lost("reset", 1.0)
+    assert out[-1] == Resolve(POOL, 1) and Connect(info(C, b"OtherPool")) not in out
+
+
+def test_a_foreign_card_does_not_replace_the_pools_own_card():
+    core, _ = established()
+    own = BusinessCard(POOL, PoolPolicy(PT.ROUND_ROBIN), [pe(A), pe(D)])
+    assert core.message_received(own, 0.5) == [BusinessCardReceived(own)]
+    foreign = BusinessCard(b"OtherPool", PoolPolicy(PT.ROUND_ROBIN), [pe(C)])
+    assert isinstance(core.message_received(foreign, 0.6)[0], MessageIgnored)
+    assert core.business_card == own
+    assert core.connection_lost("reset", 1.0)[-1] == Connect(info(D))
+    # and a card of another pool that got in some other way is not used either
+    core2, _ = established()
+    core2.business_card = foreign
+    assert core2.connection_lost("reset", 1.0)[-1] == Resolve(POOL, 1)
+
+
 def test_own_business_card_is_sent_and_resent_after_failover():
     core, _ = established()
     mine = BusinessCard(b"PUPool", PoolPolicy(PT.ROUND_ROBIN), [pe(D)])
