@@ -533,7 +533,7 @@ class SctpChannel(Channel):
         self._owner = owner
         self.assoc_id = assoc_id
         self._partial = bytearray()
-        self._backlog: list[tuple[bytes, int, int, int]] = []
+        self._backlog: deque[tuple[bytes, int, int, int]] = deque()
         self._backlog_bytes = 0
 
     @property
@@ -584,7 +584,7 @@ class SctpChannel(Channel):
             data, ppid, stream, flags = self._backlog[0]
             if not self._owner._try_send(self, data, ppid, stream, flags):
                 return False
-            self._backlog.pop(0)
+            self._backlog.popleft()
             self._backlog_bytes -= len(data)
             self._owner._backlog_total -= len(data)
         return True
@@ -823,7 +823,6 @@ class SctpEndpoint(Endpoint, _SctpBase):
         addrs = tuple(_plain(a[0]) for a in paddrs)
         ch.peer_addresses = addrs
         ch.peer = (addrs[0], paddrs[0][1]) if paddrs else ("", 0)
-        ch._send_to = paddrs[0] if paddrs else None  # type: ignore[attr-defined]
         ch.local = self.addresses[0] if self.addresses else ("", 0)
         self._by_id[assoc_id] = ch
         self._track(ch)
@@ -886,11 +885,9 @@ class SctpEndpoint(Endpoint, _SctpBase):
             while len(self._ended) > 65536:  # ids whose notification never came
                 del self._ended[next(iter(self._ended))]
         self._want_write.discard(ch)
-        # pysctp refuses an empty message with MSG_ABORT: use sendmsg with
-        # SCTP_SNDINFO naming the association (snd_flags SCTP_ABORT / SCTP_EOF).
-        info = _SNDINFO.pack(0, flag, 0, 0, ch.assoc_id)
+        # an empty message whose SCTP_SNDINFO flags say SCTP_ABORT / SCTP_EOF
         try:
-            self._sock._sk.sendmsg([b""], [(socket.IPPROTO_SCTP, _SCTP_SNDINFO, info)])
+            self._sendmsg(b"", 0, 0, flag, ch.assoc_id)
         except OSError:
             pass
         ch._set_closed(reason)
