@@ -217,6 +217,7 @@ def registrar_command(base: str | None, options: Sequence[str]) -> list[str]:
     multicast, then ``options``."""
     cmd = shlex.split(base) if base else [sys.executable, "-m", "rserpool", "registrar"]
     return cmd + ["--transport", "tcp", "--address", "127.0.0.1", "--asap-port", "0",
+                  "--enrp-port", "0", "--no-presence-multicast",
                   "--no-announce", *options]
 
 

@@ -23,7 +23,27 @@ from typing import Any
 from .constants import ASAP_ANNOUNCE_GROUP, ASAP_PORT, ENRP_PORT, ENRP_PRESENCE_GROUP
 from .errors import ConfigError
 
-__all__ = ["RegistrarConfig", "load_registrar_config"]
+__all__ = ["RegistrarConfig", "load_registrar_config", "parse_peer"]
+
+
+def parse_peer(text: str) -> tuple[str | None, str, int]:
+    """A static ENRP peer ``[sctp:|tcp:]ADDRESS:PORT`` (IPv6 in brackets) as
+    ``(transport or None, address, port)``.
+
+    :raises ConfigError: not of that form.
+    """
+    transport: str | None = None
+    rest = text
+    for kind in ("sctp:", "tcp:"):
+        if text.startswith(kind):
+            transport, rest = kind[:-1], text[len(kind):]
+            break
+    host, sep, port = rest.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"peer {text!r} is not [sctp:|tcp:]ADDRESS:PORT")
+    return transport, host, int(port)
 
 
 def _range(name: str, value: float, lo: float, hi: float) -> None:
@@ -42,6 +62,8 @@ class RegistrarConfig:
     addresses: tuple[str, ...] = ("0.0.0.0",)
     asap_port: int = ASAP_PORT
     enrp_port: int = ENRP_PORT
+    #: Serve ENRP (peer registrars, ``rserpool hsdump``); off: a lone registrar.
+    enrp: bool = True
     #: Transports to serve ASAP on: any of "sctp", "tcp".
     transports: tuple[str, ...] = ("sctp", "tcp")
     #: Static ENRP peers as "address:port".
@@ -106,10 +128,8 @@ class RegistrarConfig:
             raise ConfigError(f"transports must be a non-empty subset of sctp, tcp, not "
                               f"{list(self.transports)!r}")
         for peer in self.peers:
-            host, sep, port = peer.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ConfigError(f"peer {peer!r} is not ADDRESS:PORT")
-        for name in ("announce", "presence_multicast"):
+            parse_peer(peer)
+        for name in ("announce", "presence_multicast", "enrp"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false")
 

@@ -95,10 +95,12 @@ class AnnounceSender:
 
     @classmethod
     async def start(cls, group: str, port: int, *, source: tuple[str, int], ttl: int = 30,
-                    interval: float = 1.0, payload: Callable[[], bytes],
+                    interval: float = 1.0, payload: Callable[[], bytes] | None,
                     interface: str | None = None, rng: random.Random | None = None
                     ) -> "AnnounceSender":
-        """Bind a UDP socket to ``source`` and start sending ``payload()``.
+        """Bind a UDP socket to ``source`` and start sending ``payload()``
+        every ``interval`` (randomised); ``payload=None``: no periodic sends,
+        only :meth:`send_now` (ENRP Presence, timed by the ENRP core).
 
         :raises OSError: the socket could not be set up (address in use...).
         """
@@ -129,8 +131,9 @@ class AnnounceSender:
         self.source = sock.getsockname()[:2]
         transport, _ = await loop.create_datagram_endpoint(lambda: _Datagram(None), sock=sock)
         self._transport = transport  # type: ignore[assignment]
-        rand = rng or random.Random()
-        self._task = loop.create_task(self._run(payload, interval, rand))
+        if payload is not None:
+            rand = rng or random.Random()
+            self._task = loop.create_task(self._run(payload, interval, rand))
         return self
 
     async def _run(self, payload: Callable[[], bytes], interval: float,

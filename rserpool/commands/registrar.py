@@ -31,10 +31,11 @@ _HELP: dict[str, tuple[str, str]] = {
     "addresses": ("ADDR", "local address for ASAP (repeat or comma-separate for SCTP "
                           "multi-homing; IPv4 and IPv6)"),
     "asap_port": ("PORT", "ASAP port for SCTP and TCP (0: any free port)"),
-    "enrp_port": ("PORT", "ENRP port (ENRP is not served yet)"),
+    "enrp_port": ("PORT", "ENRP port for SCTP and TCP (0: any free port)"),
+    "enrp": ("", "serve ENRP: peer registrars, handle table downloads (rserpool hsdump)"),
     "transports": ("sctp|tcp", "transport to serve ASAP on (repeat or comma-separate); "
                                "SCTP is skipped with a note where this host has none"),
-    "peers": ("ADDR:PORT", "static ENRP peer (repeatable; ENRP is not served yet)"),
+    "peers": ("ADDR:PORT", "static ENRP peer (repeatable; [sctp:|tcp:]ADDR:PORT)"),
     "keep_alive_interval": ("SECONDS", "time from a registration or keep-alive ACK to the "
                                        "next Endpoint Keep-Alive"),
     "keep_alive_timeout": ("SECONDS", "time a PE has to answer a keep-alive"),
@@ -43,7 +44,8 @@ _HELP: dict[str, tuple[str, str]] = {
     "announce_port": ("PORT", "UDP port of the Server Announces"),
     "announce_interval": ("SECONDS", "time between Server Announces (randomised +-12.5 %%)"),
     "announce_ttl": ("TTL", "multicast TTL of the Server Announces"),
-    "presence_multicast": ("", "send ENRP Presence by multicast (ENRP is not served yet)"),
+    "presence_multicast": ("", "send and hear ENRP Presence by UDP multicast (peer "
+                                "discovery)"),
     "presence_group": ("GROUP", "ENRP Presence multicast group"),
     "presence_port": ("PORT", "ENRP Presence UDP port"),
     "peer_heartbeat_interval": ("SECONDS", "ENRP heartbeat cycle"),

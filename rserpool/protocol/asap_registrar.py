@@ -75,7 +75,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable, Sequence
 
 from ..config import RegistrarConfig
@@ -118,7 +118,7 @@ __all__ = [
     "AsapRegistrar", "AssociationInfo",
     "PoolElementRegistered", "PoolElementUpdated", "PoolElementDeregistered",
     "PoolElementExpired", "PoolElementRemoved", "RegistrationRefused",
-    "DeregistrationRefused", "UnreachableReported", "PeerMisbehaved",
+    "DeregistrationRefused", "UnreachableReported", "PeerMisbehaved", "PoolElementAdopted",
     "MAX_HRES_ITEMS", "MAX_ERROR_INFO",
 ]
 
@@ -162,11 +162,13 @@ class PoolElementUpdated:
 
 @dataclass(frozen=True)
 class PoolElementDeregistered:
-    """A PE deregistered itself."""
+    """A PE deregistered itself.  ``entry``: the removed handlespace entry
+    (its ``home_registrar`` says whether a Handle Update DEL is due)."""
 
     pool_handle: bytes
     identifier: int
     association: Hashable
+    entry: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,7 @@ class PoolElementExpired:
     pool_handle: bytes
     identifier: int
     association: Hashable | None
+    entry: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,17 @@ class PoolElementRemoved:
     identifier: int
     association: Hashable | None
     reason: str
+    entry: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class PoolElementAdopted:
+    """A PE taken over from a dead peer acknowledged our keep-alive with the
+    H bit over ``association``: we are its home now (6.14 step 5)."""
+
+    pool_handle: bytes
+    identifier: int
+    association: Hashable
 
 
 @dataclass(frozen=True)
@@ -327,12 +341,13 @@ class AsapRegistrar:
         self._sends: list[tuple[Hashable, bytes]] = []
         self._aborts: list[tuple[Hashable, str]] = []
         self._events: list[Any] = []
+        self._adopting: set[tuple[bytes, int]] = set()
         self._announce: bytes = encode_message(ServerAnnounce(rid, ()))
         #: Counters for statistics and tests.
         self.counters: dict[str, int] = dict.fromkeys((
             "resolutions", "registrations", "deregistrations", "keep_alives_sent",
             "keep_alive_acks", "unreachable_reports", "unreachable_ignored",
-            "errors_sent", "aborts", "internal_errors"), 0)
+            "errors_sent", "aborts", "internal_errors", "adopted"), 0)
         self._handlers: dict[type, Callable[[AssociationInfo, Any, float], bytes | None]] = {
             Registration: self._on_registration,
             Deregistration: self._on_deregistration,
@@ -435,12 +450,14 @@ class AsapRegistrar:
                     continue
                 self._reporters.pop(ident, None)
                 assoc = entry.association
+                self._adopting.discard((handle, ident))
                 self._events.append(PoolElementRemoved(handle, ident, assoc,
-                                                       "keep-alive timeout"))
+                                                       "keep-alive timeout", entry))
                 if assoc is not None and assoc in self._assocs and not hs.by_association(assoc):
                     self._abort(assoc, f"PE 0x{ident:08x} did not answer a keep-alive", None)
             elif kind == TIMER_EXPIRY:  # already removed by expire()
                 self._reporters.pop(ident, None)
+                self._adopting.discard((handle, ident))
                 self._events.append(PoolElementExpired(handle, ident, None))
 
     def _keep_alive_due(self, handle: bytes, ident: int, now: float) -> None:
@@ -452,17 +469,67 @@ class AsapRegistrar:
         if now >= entry.last_update + entry.registration_life / 1000.0:
             hs.deregister(handle, ident)
             self._reporters.pop(ident, None)
-            self._events.append(PoolElementExpired(handle, ident, assoc))
+            self._events.append(PoolElementExpired(handle, ident, assoc, entry))
             return
         if assoc is None or assoc not in self._assocs:
             hs.deregister(handle, ident)
             self._reporters.pop(ident, None)
-            self._events.append(PoolElementRemoved(handle, ident, assoc, "association lost"))
+            self._events.append(PoolElementRemoved(handle, ident, assoc, "association lost",
+                                                   entry))
             return
         self._sends.append((assoc, encode_message(
             EndpointKeepAlive(self.registrar_id, handle, ident, False))))
         self.counters["keep_alives_sent"] += 1
         hs.set_timer(handle, ident, TIMER_KEEP_ALIVE_TIMEOUT, now + self._timeout)
+
+    # ---- takeover (adoption of a dead peer's PEs) -----------------------------
+
+    def prepare_adoption(self, pool_handle: bytes, identifier: int, now: float,
+                         grace: float) -> bool:
+        """A PE the ENRP core just took over (it is homed here now): until
+        :meth:`adopt` binds it to an association, it is removed (keep-alive
+        timeout, Handle Update DEL due) if ``grace`` + keep-alive timeout
+        seconds pass.  False: the PE is gone or not ours."""
+        hs = self.handlespace
+        entry = hs.get(pool_handle, identifier)
+        if entry is None or entry.home_registrar != self.registrar_id:
+            return False
+        self._adopting.add((pool_handle, identifier))
+        hs.set_timer(pool_handle, identifier, TIMER_KEEP_ALIVE_TIMEOUT,
+                     now + grace + self._timeout)
+        return True
+
+    def adopt(self, association: Hashable, pool_elements: Iterable[tuple[bytes, int]],
+              now: float) -> int:
+        """Send each PE an Endpoint Keep-Alive with the H bit over
+        ``association`` (a new one to the PE's ASAP transport, already
+        announced with :meth:`association_up`) and bind the PE to it.  The
+        PE's ACK makes us its home (:class:`PoolElementAdopted`); no ACK within
+        the keep-alive timeout removes it.  Returns how many were sent."""
+        if association not in self._assocs:
+            raise ValueError("adopt() needs an association announced with association_up")
+        hs = self.handlespace
+        sent = 0
+        for handle, ident in pool_elements:
+            entry = hs.get(handle, ident)
+            if (entry is None or entry.home_registrar != self.registrar_id
+                    or (handle, ident) not in self._adopting):
+                continue
+            try:
+                hs.register(handle, entry.pool_element, now, home_registrar=self.registrar_id,
+                            association=association, timer=TIMER_KEEP_ALIVE_TIMEOUT,
+                            deadline=now + self._timeout)
+            except (HandlespaceError, EncodeError, ValueError, TypeError):  # pragma: no cover
+                continue
+            self._sends.append((association, encode_message(
+                EndpointKeepAlive(self.registrar_id, handle, ident, True))))
+            self.counters["keep_alives_sent"] += 1
+            sent += 1
+        return sent
+
+    def adopting(self) -> int:
+        """PEs taken over that have not acknowledged their new home yet."""
+        return len(self._adopting)
 
     # ---- output ------------------------------------------------------------
 
@@ -567,6 +634,11 @@ class AsapRegistrar:
         event = PoolElementRegistered if new else PoolElementUpdated
         self._events.append(event(handle, ident, assoc, user, pe.policy,
                                   pe.registration_life))
+        if self._adopting and (handle, ident) in self._adopting:
+            # a PE we took over registered with us itself: it is ours
+            self._adopting.discard((handle, ident))
+            self.counters["adopted"] += 1
+            self._events.append(PoolElementAdopted(handle, ident, assoc))
         return encode_message(RegistrationResponse(handle, ident))
 
     def _asap_transport(self, info: AssociationInfo, given: Any) -> Any:
@@ -602,9 +674,10 @@ class AsapRegistrar:
             self._events.append(DeregistrationRefused(handle, ident, info.association,
                                                       int(cause)))
             return encode_message(DeregistrationResponse(handle, ident, (Cause(cause),)))
-        hs.deregister(handle, ident)
+        removed = hs.deregister(handle, ident)
         self._reporters.pop(ident, None)
-        self._events.append(PoolElementDeregistered(handle, ident, info.association))
+        self._adopting.discard((handle, ident))
+        self._events.append(PoolElementDeregistered(handle, ident, info.association, removed))
         return encode_message(DeregistrationResponse(handle, ident))
 
     def _on_keep_alive_ack(self, info: AssociationInfo, msg: Any, now: float) -> None:
@@ -615,6 +688,10 @@ class AsapRegistrar:
                 and entry.timer == TIMER_KEEP_ALIVE_TIMEOUT):
             self.counters["keep_alive_acks"] += 1
             hs.set_timer(handle, ident, TIMER_KEEP_ALIVE_TRANSMISSION, now + self._interval)
+            if self._adopting and (handle, ident) in self._adopting:
+                self._adopting.discard((handle, ident))
+                self.counters["adopted"] += 1
+                self._events.append(PoolElementAdopted(handle, ident, info.association))
         return None
 
     def _on_unreachable(self, info: AssociationInfo, msg: Any, now: float) -> None:
@@ -640,8 +717,9 @@ class AsapRegistrar:
         self._events.append(UnreachableReported(handle, ident, assoc, len(reporters)))
         if removed is not None:
             self._reporters.pop(ident, None)
+            self._adopting.discard((handle, ident))
             self._events.append(PoolElementRemoved(handle, ident, removed.association,
-                                                   "unreachable"))
+                                                   "unreachable", removed))
         return None
 
     # ---- handle resolution helpers ---------------------------------------------
@@ -721,5 +799,6 @@ class AsapRegistrar:
     def _drop_association_pes(self, association: Hashable, reason: str) -> None:
         for entry in self.handlespace.remove_association(association):
             self._reporters.pop(entry.identifier, None)
+            self._adopting.discard((entry.pool_handle, entry.identifier))
             self._events.append(PoolElementRemoved(entry.pool_handle, entry.identifier,
-                                                   association, reason))
+                                                   association, reason, entry))

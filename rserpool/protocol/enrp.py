@@ -316,6 +316,7 @@ class PeerInput(Enum):
     INIT_TAKEOVER_HIGHER = "init-higher"     # ... while we take it over, X > us
     ALL_ACKED = "all-acked"                  # our takeover has every ack
     TAKEOVER_SERVER = "takeover-server"      # another peer announces it took over
+    LINK_LOST = "link-lost"                  # its last association went down
 
 
 S, I = PeerState, PeerInput
@@ -327,6 +328,7 @@ PEER_TRANSITIONS: dict[tuple[PeerState, PeerInput], tuple[str, PeerState]] = {
     (S.ALIVE, I.TIMER): ("probe", S.PROBING),
     (S.ALIVE, I.INIT_TAKEOVER): ("refuse_init", S.ALIVE),
     (S.ALIVE, I.TAKEOVER_SERVER): ("refuse_takeover", S.ALIVE),
+    (S.ALIVE, I.LINK_LOST): ("probe_lost", S.PROBING),
     (S.PROBING, I.HEARD): ("refresh", S.ALIVE),
     (S.PROBING, I.TIMER): ("remove_dead", S.REMOVED),
     (S.PROBING, I.TIMER_OWNS_PES): ("start_takeover", S.TAKING_OVER),
@@ -425,7 +427,8 @@ class EnrpServer:
             "presences_sent", "presences_received", "updates_sent", "updates_applied",
             "updates_refused", "ht_requests_served", "ht_requests_rejected",
             "ht_entries_applied", "errors_sent", "dropped", "unroutable", "ignored_inputs",
-            "internal_errors"), 0)
+            "internal_errors", "takeovers_started", "takeovers_won", "takeovers_conceded",
+            "takeovers_abandoned", "pes_taken_over", "audit_mismatches"), 0)
         self._handlers = {
             Presence: self._on_presence,
             HandleTableRequest: self._on_ht_request,
@@ -520,6 +523,11 @@ class EnrpServer:
             peer.keys.remove(peer_key)
         if peer.key == peer_key:
             peer.key = peer.keys[-1] if peer.keys else None
+        if not peer.keys:
+            # Ours: a lost association is a strong hint (a killed registrar's
+            # kernel resets it): probe now instead of waiting for
+            # max-time-last-heard; a reconnect is requested at once.
+            self._step(peer, PeerInput.LINK_LOST, now)
 
     # ---- local ASAP changes ------------------------------------------------
 
@@ -697,6 +705,12 @@ class EnrpServer:
         peer.deadline = now + self.config.peer_max_time_no_response
         self._events.append(PeerUnresponsive(peer.peer_id))
 
+    def _a_probe_lost(self, peer: _Peer, now: float, arg: Any, prev: PeerState) -> None:
+        peer.deadline = now + self.config.peer_max_time_no_response
+        self._events.append(PeerUnresponsive(peer.peer_id))
+        self._connect_requested.pop(peer.peer_id, None)
+        self._request_connect(peer, None, now)
+
     def _a_remove_dead(self, peer: _Peer, now: float, arg: Any, prev: PeerState) -> None:
         self._events.append(PeerLost(peer.peer_id, "no response"))
 
@@ -706,6 +720,7 @@ class EnrpServer:
                     if p.peer_id != target and p.state in (PeerState.ALIVE, PeerState.PROBING)}
         peer.awaiting = awaiting
         peer.deadline = now + self.config.takeover_expiry_interval
+        self.counters["takeovers_started"] += 1
         self._events.append(TakeoverStarted(target, tuple(sorted(awaiting))))
         for p in self._peers.values():
             if p.key is not None:
@@ -718,6 +733,7 @@ class EnrpServer:
         if peer.taker is None or taker < peer.taker:
             peer.taker = taker
         peer.deadline = now + self.config.peer_max_time_no_response
+        self.counters["takeovers_conceded"] += 1
         self._send(key, InitTakeoverAck(self.registrar_id, taker, peer.peer_id))
         self._events.append(TakeoverConceded(peer.peer_id, taker))
 
@@ -757,6 +773,8 @@ class EnrpServer:
             if entry is not None:
                 moved.append(entry)
         count = hs.takeover(target, self.registrar_id)
+        self.counters["takeovers_won"] += 1
+        self.counters["pes_taken_over"] += count
         self._events.append(TakeoverWon(target, count))
         for p in self._peers.values():
             if p.key is not None and p.peer_id != target:
@@ -773,6 +791,7 @@ class EnrpServer:
         self._events.append(PeerLost(target, "taken over", self.registrar_id))
 
     def _a_abandon(self, peer: _Peer, now: float, arg: Any, prev: PeerState) -> None:
+        self.counters["takeovers_abandoned"] += 1
         self._events.append(TakeoverAbandoned(peer.peer_id, tuple(sorted(peer.awaiting))))
         self._events.append(PeerLost(peer.peer_id, "takeover abandoned"))
 
@@ -872,6 +891,7 @@ class EnrpServer:
         computed = self.handlespace.checksum(pid)
         if computed == reported:
             return
+        self.counters["audit_mismatches"] += 1
         self._events.append(AuditMismatch(pid, reported, computed))
         self._start_sync(peer, own_children_only=True, now=now, mentor=False)
 
@@ -899,10 +919,10 @@ class EnrpServer:
     def _on_ht_request(self, key: Hashable, msg: Any, now: float) -> None:
         pid = self._key_peer.get(key)
         if pid is None or pid not in self._peers:
-            self.counters["ht_requests_rejected"] += 1
-            self._send(key, HandleTableResponse(self.registrar_id, msg.sender_id, (), False,
-                                                True))
-            return
+            # Not a peer (yet): a tool such as ``rserpool hsdump``.  Served
+            # like a peer (the handlespace is no secret: ASAP resolves it
+            # too), paged the same way; a cursor per association.
+            pid = msg.sender_id
         self.counters["ht_requests_served"] += 1
         own = msg.own_children_only
         saved = self._ht_cursors.pop((key, own), None)

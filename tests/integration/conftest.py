@@ -13,7 +13,8 @@ Fixtures
     ``registrar_factory(**overrides) -> Registrar``: a started
     :class:`rserpool.aio.registrar.Registrar` on ``aio_loop``, stopped after
     the test.  Defaults: :data:`TEST_CONFIG` (127.0.0.1, port 0, TCP only,
-    announces off, keep-alive interval and timeout 1 s), handlespace seed 7.
+    announces off, keep-alive interval and timeout 1 s, ENRP on an ephemeral
+    port without Presence multicast), handlespace seed 7.
     ``overrides`` are RegistrarConfig fields plus ``seed=`` and
     ``partial_timeout=`` (Registrar keyword arguments).
 ``registrar``
@@ -73,7 +74,9 @@ __all__ = ["TEST_CONFIG", "running_registrar", "AsapClient", "pool_element",
 
 #: The registrar configuration of the fixtures.
 TEST_CONFIG = RegistrarConfig(addresses=("127.0.0.1",), asap_port=0, transports=("tcp",),
-                              announce=False, keep_alive_interval=1.0, keep_alive_timeout=1.0)
+                              announce=False, keep_alive_interval=1.0, keep_alive_timeout=1.0,
+                              enrp_port=0, presence_multicast=False,
+                              mentor_discovery_timeout=1.0)
 #: Handlespace seed of the fixtures (reproducible random policies).
 TEST_SEED = 7
 

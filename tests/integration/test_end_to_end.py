@@ -79,6 +79,7 @@ class RegistrarLog(logging.Handler):
 
 def registrar_config(transport: str) -> RegistrarConfig:
     return RegistrarConfig(addresses=("127.0.0.1",), asap_port=0, transports=(transport,),
+                          enrp_port=0, presence_multicast=False, mentor_discovery_timeout=1.0,
                            announce=False, **KEEP_ALIVE)
 
 

@@ -252,7 +252,7 @@ class CliProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rserpool", "registrar", "--address", "127.0.0.1",
-             "--asap-port", "0", "--no-announce", *args],
+             "--asap-port", "0", "--no-announce", "--enrp-port", "0", "--no-presence-multicast", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.out: list[str] = []
@@ -351,7 +351,7 @@ def test_cli_sctp_alone_without_sctp_is_an_error():
     if sctp_available():
         pytest.skip("this host has SCTP")
     res = subprocess.run([sys.executable, "-m", "rserpool", "registrar", "--transport", "sctp",
-                          "--asap-port", "0", "--no-announce"], capture_output=True, text=True,
+                          "--asap-port", "0", "--no-announce", "--enrp-port", "0", "--no-presence-multicast"], capture_output=True, text=True,
                          timeout=60, cwd=ROOT)
     assert res.returncode == 1
     assert "SCTP" in res.stderr and "Traceback" not in res.stderr

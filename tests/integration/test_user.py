@@ -43,6 +43,7 @@ until = partial(testing_aio.until, timeout=10.0)
 
 def registrar_config(**kw: Any) -> RegistrarConfig:
     base = dict(addresses=("127.0.0.1",), asap_port=0, transports=("tcp",), announce=False,
+                enrp_port=0, presence_multicast=False, mentor_discovery_timeout=1.0,
                 keep_alive_interval=0.5, keep_alive_timeout=0.5)
     base.update(kw)
     return RegistrarConfig(**base)

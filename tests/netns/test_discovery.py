@@ -184,7 +184,8 @@ def start_registrar(host: netns.Host, port: int, registrar_id: int, *extra: str,
     """``rserpool registrar`` on ``host``'s address and ``port``; waits until
     it says where it serves ASAP."""
     argv = [*RSERPOOL, "registrar", "--address", host.address, "--asap-port", str(port),
-            "--registrar-id", hex(registrar_id), "-v", *extra]
+            "--registrar-id", hex(registrar_id), "--mentor-discovery-timeout", "1", "-v",
+            *extra]
     for transport in transports:
         argv += ["--transport", transport]
     proc = host.run(argv, name="registrar")
@@ -332,7 +333,8 @@ def test_registrar_announces_from_its_asap_endpoint_with_its_transports(network)
         # Default transports: SCTP too where the kernel has it.
         registrar = reg.run([*RSERPOOL, "registrar", "--address", reg.address, "--asap-port",
                              str(REG1_PORT), "--registrar-id", hex(REG1_ID),
-                             "--announce-interval", "0.5"], name="registrar")
+                             "--announce-interval", "0.5", "--mentor-discovery-timeout", "1"],
+                            name="registrar")
         registrar.wait_output(rf"ASAP over TCP on {re.escape(reg.address)}:{REG1_PORT}\b")
         transports = active_transports(registrar)
         sock.settimeout(15)

@@ -79,6 +79,7 @@ async def started_registrar(address: str) -> Any:
     from rserpool.aio.registrar import Registrar
 
     reg = Registrar(RegistrarConfig(addresses=(address,), asap_port=0, transports=("sctp",),
+                                    enrp_port=0, presence_multicast=False,
                                     announce=False, keep_alive_interval=1.0,
                                     keep_alive_timeout=1.0), seed=7)
     await reg.start()

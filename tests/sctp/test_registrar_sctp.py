@@ -201,7 +201,8 @@ def test_other_ppids_are_ignored(arun):
 
 def test_cli_serves_sctp_and_tcp_by_default():
     proc = subprocess.Popen([sys.executable, "-m", "rserpool", "registrar", "--address",
-                             "127.0.0.1", "--asap-port", "0", "--no-announce"],
+                             "127.0.0.1", "--asap-port", "0", "--no-announce",
+                             "--enrp-port", "0", "--no-presence-multicast"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

@@ -340,15 +340,46 @@ def test_without_mentor_serves_alone(hsmod):
     assert net.of(A, E.StartupFinished) == [E.StartupFinished(None)]
 
 
-def test_ht_request_from_unknown_key_is_rejected(hsmod):
-    net = Net(hsmod)
+def test_ht_request_from_a_non_peer_is_served_without_making_it_a_peer(hsmod):
+    """``rserpool hsdump`` asks without a Presence: it gets the table, paged,
+    and does not become a peer (no updates, no takeover candidate)."""
+    net = Net(hsmod, max_elements_per_ht_request=2)
     core = net.add(A)
-    net.register(A, b"P", 1)
+    for ident in (1, 2, 3):
+        net.register(A, b"P", ident)
     core.pop_sends()
-    core.receive("stranger", encode_message(HandleTableRequest(HOSTILE, A)), 0.0)
-    ((key, data),) = core.pop_sends()
-    msg = decode_message(data, "enrp")
-    assert key == "stranger" and msg.rejected and not msg.entries
+    got = []
+    for _ in range(3):
+        core.receive("stranger", encode_message(HandleTableRequest(HOSTILE, A)), 0.0)
+        ((key, data),) = core.pop_sends()
+        msg = decode_message(data, "enrp")
+        assert key == "stranger" and not msg.rejected and msg.receiver_id == HOSTILE
+        got += [pe.identifier for _, pes in msg.entries for pe in pes]
+        if not msg.more:
+            break
+    assert got == [1, 2, 3] and not msg.more
+    assert HOSTILE not in core.peers()
+    net.register(A, b"P", 4)
+    assert all(key != "stranger" for key, _ in core.pop_sends())
+
+
+def test_lost_association_probes_at_once(hsmod):
+    """Ours: a peer whose last association goes down is probed now (and a
+    reconnect requested) instead of after max-time-last-heard."""
+    net = Net(hsmod)
+    a = net.add(A)
+    net.add(B)
+    net.mesh(A, B)
+    net.run_until(1.0)
+    assert a.peers()[B] is PeerState.ALIVE
+    a.pop_events()
+    for key in a.peer_keys(B):
+        a.peer_disconnected(key, net.now)
+    assert a.peers()[B] is PeerState.PROBING
+    events = a.pop_events()
+    assert E.PeerUnresponsive(B) in events
+    assert any(type(ev) is E.PeerConnectRequested and ev.peer_id == B for ev in events)
+    assert a.next_deadline() <= net.now + net.config.peer_max_time_no_response
 
 
 def test_big_pe_still_progresses(hsmod):
