@@ -113,7 +113,7 @@ def _build_parser() -> argparse.ArgumentParser:
 #: Subcommands living in ``rserpool/commands/<name>.py``; each module exports
 #: ``add_parser(subparsers)`` (registering ``set_defaults(run=run)``) and
 #: ``run(ns) -> int``.
-COMMANDS = ("registrar", "pe", "resolve", "pu")
+COMMANDS = ("registrar", "pe", "resolve", "pu", "hsdump")
 
 
 def _command_module(name: str) -> Any:
