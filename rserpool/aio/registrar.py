@@ -193,6 +193,12 @@ class Registrar:
             lines.append(f"{rid}: Server Announce to {self.config.announce_group}:"
                          f"{self.config.announce_port} every {self.config.announce_interval:g} s"
                          f" from {_hostport(src[0], src[1])}")
+        if self.announcer is None and self.config.announce and self.enrp is not None \
+                and self.enrp.startup:
+            lines.append(f"{rid}: Server Announce to {self.config.announce_group}:"
+                         f"{self.config.announce_port} every "
+                         f"{self.config.announce_interval:g} s once the ENRP start-up ends "
+                         f"(mentor discovery, {self.config.mentor_discovery_timeout:g} s)")
         lines.extend(f"{rid}: ENRP over {kind.upper()} on {_hostport(host, port)}"
                      for kind, host, port in self.enrp_endpoints)
         if self.presence_sender is not None:
@@ -235,7 +241,7 @@ class Registrar:
                     "missing): use TCP (--transport tcp) or load the sctp module")
             wanted.remove("sctp")
             self.notes.append("SCTP is not available on this host (no kernel SCTP or no "
-                              "pysctp): serving ASAP over TCP only")
+                              "pysctp): serving TCP only")
         # SCTP first: TCP then takes the same port number when the config says 0.
         wanted.sort(key=lambda t: t != "sctp")
         port = cfg.asap_port
@@ -333,6 +339,9 @@ class Registrar:
                 cfg.announce_group, cfg.announce_port, source=(source, ep.port),
                 ttl=cfg.announce_ttl, interval=cfg.announce_interval,
                 payload=self.core.server_announce)
+            if self.enrp is not None:
+                registrar_log.info("registrar 0x%08x: Server Announces to %s:%d started",
+                                   self.registrar_id, cfg.announce_group, cfg.announce_port)
         except OSError as exc:
             self.notes.append(f"Server Announces are off: cannot send to "
                               f"{cfg.announce_group}:{cfg.announce_port} from "
