@@ -542,6 +542,11 @@ class Registrar:
                                            on_close=self._on_enrp_close)
             except (OSError, ConnectionError, TimeoutError) as exc:
                 existing = _existing_channel(ep, host, port)
+                if existing is None and kind == "sctp":
+                    # both sides connected at once: the peer's association
+                    # may not have been read from the socket yet
+                    await asyncio.sleep(0.2)
+                    existing = _existing_channel(ep, host, port)
                 if existing is not None:
                     return existing  # the peer's association from that port: use it
                 errors.append(f"{kind}: {exc}")
