@@ -56,6 +56,23 @@ def test_load_registrations_end_to_end():
     assert re.search(r"resolutions during the load: [\d,]+ answered .*\(0 errors", proc.stdout)
 
 
+def test_load_enrp_download_end_to_end():
+    proc = run_tool("load_enrp_download.py", "--pes", "300", "--pools", "10",
+                    "--associations", "30", "--page", "128,1024", "--rounds", "1",
+                    timeout=120)
+    report = proc.stdout + proc.stderr
+    assert proc.returncode == 0, report
+    assert "OK: no errors" in proc.stdout, report
+    assert "300 of 300 PEs accepted in 10 pools" in proc.stdout, report
+    assert "every registrar holds all 300 PEs" in proc.stdout, report
+    for page in ("128", "1024"):
+        line = next(ln for ln in proc.stdout.splitlines()
+                    if re.match(rf"page +{page} round 1: ", ln))
+        assert re.search(r"\b300 PEs in \d+ responses", line), line
+    assert proc.stdout.count("verified: the joiner holds the mentor's 300 PEs") == 2, report
+    assert re.search(r"PEs per response by --max-elements-per-ht-request", proc.stdout)
+
+
 def test_load_tools_refuse_non_loopback_targets():
     for script in ("load_resolution.py", "load_registrations.py"):
         proc = run_tool(script, "--target", "192.0.2.1:3863", timeout=30)

@@ -115,6 +115,10 @@ MAX_HT_RESPONSE_BYTES = 1400
 MAX_ERROR_INFO = 1024
 
 _ENRP_HEADER = 12
+#: Handle table entries taken from the handlespace at a time while filling a
+#: response: 1,400 bytes hold about 24 typical PEs, so taking
+#: ``max_elements_per_ht_request`` (up to 1,024) at once would be mostly waste.
+_HT_CHUNK = 32
 
 
 # ---------------------------------------------------------------------------
@@ -945,27 +949,34 @@ class EnrpServer:
         however large, so that a download always progresses)."""
         limit = self.config.max_elements_per_ht_request
         home = self.registrar_id if own else None
-        page, nxt = self.handlespace.page(cursor, limit, home=home)
         groups: list[tuple[bytes, list[Any]]] = []
         size = _ENRP_HEADER
         last: tuple[bytes, int] | None = None
         taken = 0
-        for entry in page:
-            pe = entry.pool_element
-            pe_size = len(encode_parameter(pe))
-            handle = entry.pool_handle
-            extra = pe_size
-            if not groups or groups[-1][0] != handle:
-                extra += 4 + len(handle) + (-len(handle) % 4)
-            if taken and size + extra > MAX_HT_RESPONSE_BYTES:
+        full = False
+        after = cursor
+        while True:
+            page, nxt = self.handlespace.page(after, min(limit - taken, _HT_CHUNK), home=home)
+            for entry in page:
+                pe = entry.pool_element
+                pe_size = len(encode_parameter(pe))
+                handle = entry.pool_handle
+                extra = pe_size
+                if not groups or groups[-1][0] != handle:
+                    extra += 4 + len(handle) + (-len(handle) % 4)
+                if taken and size + extra > MAX_HT_RESPONSE_BYTES:
+                    full = True
+                    break
+                if not groups or groups[-1][0] != handle:
+                    groups.append((handle, []))
+                groups[-1][1].append(pe)
+                size += extra
+                taken += 1
+                last = (handle, entry.identifier)
+            if full or nxt is None or taken >= limit:
                 break
-            if not groups or groups[-1][0] != handle:
-                groups.append((handle, []))
-            groups[-1][1].append(pe)
-            size += extra
-            taken += 1
-            last = (handle, entry.identifier)
-        more = taken < len(page) or nxt is not None
+            after = nxt
+        more = full or nxt is not None
         return groups, more, last
 
     def _on_ht_response(self, key: Hashable, msg: Any, now: float) -> None:
