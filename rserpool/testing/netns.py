@@ -632,6 +632,39 @@ class Network:
             _ip("-n", netns, "route", "add", self.multicast_route, "dev", HOST_INTERFACE)
         return host
 
+    def partition(self, *groups: Sequence[Host]) -> None:
+        """Split the network: the hosts of each group after the first move to
+        a bridge of their own (``br1``, ``br2``, ... in the switch namespace),
+        so nothing passes between groups (unicast, multicast, ARP), as if
+        the switch were cut in parts.  Hosts in no group stay with the
+        first (a new partition replaces the previous one).  Inside the hosts
+        nothing changes (links stay up, sockets see no error).  :meth:`heal`
+        undoes it.  (No tc actions or netfilter needed: only ``ip link set
+        PORT master BRIDGE``.)"""
+        seen: set[str] = set()
+        for group in groups:
+            for host in group:
+                if host.network is not self or host.name in seen:
+                    raise ValueError(f"{host!r}: not a host of this network, or in two groups")
+                seen.add(host.name)
+        moved = {host.name for group in groups[1:] for host in group}
+        for host in list(self.hosts.values()):
+            if host.name not in moved:
+                _ip("-n", self.switch, "link", "set", host.port, "master", BRIDGE)
+        for n, group in enumerate(groups[1:], 1):
+            bridge = f"br{n}"
+            if _ip("-n", self.switch, "link", "show", bridge, check=False).returncode:
+                _ip("-n", self.switch, "link", "add", bridge, "type", "bridge", "stp_state",
+                    "0", "mcast_snooping", "0", "forward_delay", "0")
+                _ip("-n", self.switch, "link", "set", bridge, "up")
+            for host in group:
+                _ip("-n", self.switch, "link", "set", host.port, "master", bridge)
+
+    def heal(self) -> None:
+        """Undo :meth:`partition`: every host's port back on the one bridge."""
+        for host in list(self.hosts.values()):
+            _ip("-n", self.switch, "link", "set", host.port, "master", BRIDGE)
+
     def describe(self, lines: int = 40) -> str:
         """The tail of every process's output (for failure messages)."""
         return "\n".join(p.describe(lines) for p in self.processes) or "(no processes)"
