@@ -68,6 +68,12 @@ PARTIAL_MESSAGE_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 3.0
 #: Most inbound ENRP associations kept at once (others are aborted at once).
 MAX_ENRP_CHANNELS = 256
+#: Most ENRP associations from one remote address (one host cannot take all
+#: MAX_ENRP_CHANNELS and keep the real peers out).
+MAX_ENRP_CHANNELS_PER_ADDRESS = 32
+#: Most associations to peers being opened at once (PeerConnectRequested:
+#: forged multicast Presences or List Responses name addresses at will).
+MAX_PEER_CONNECTS = 16
 
 _HANDLE_RESOLUTION_RESPONSE = 0x06
 
@@ -482,6 +488,13 @@ class Registrar:
                              f"{MAX_ENRP_CHANNELS} are open")
             channel.abort("too many ENRP associations")
             return
+        host = channel.peer[0]
+        if sum(1 for ep in self._enrp_eps for ch in ep.channels
+               if ch.peer[0] == host) > MAX_ENRP_CHANNELS_PER_ADDRESS:
+            self._peer_noise(channel, "enrp-limit", f"ENRP association refused: "
+                             f"{MAX_ENRP_CHANNELS_PER_ADDRESS} are open from {host}")
+            channel.abort("too many ENRP associations from this address")
+            return
         channel.on_message = self._on_enrp_message
         channel.on_close = self._on_enrp_close
         self._enrp_up(channel, None)
@@ -491,7 +504,8 @@ class Registrar:
         channel.context = now
         registrar_log.debug("%s: ENRP association up", _peer_text(channel))
         if self.enrp is not None:
-            self.enrp.peer_connected(channel, now, server_id=server_id)
+            self.enrp.peer_connected(channel, now, server_id=server_id,
+                                     addresses=channel.peer_addresses or (channel.peer[0],))
         self._pump()
 
     def _on_enrp_message(self, channel: Any, data: bytes, ppid: int) -> None:
@@ -581,6 +595,8 @@ class Registrar:
         """The core asks for an association to a peer it heard of."""
         if not self._started or ev.peer_id in self._connecting or not ev.port:
             return
+        if len(self._connecting) >= MAX_PEER_CONNECTS:
+            return  # the core asks again while it keeps hearing of the peer
         hosts = [a for a in ev.addresses if a not in ("0.0.0.0", "::")]
         if not hosts:
             return
@@ -608,11 +624,15 @@ class Registrar:
         """PEs we just took over: one new ASAP association per distinct ASAP
         transport, then an Endpoint Keep-Alive with the H bit to each PE."""
         groups: dict[tuple[str, tuple[str, ...], int], list[tuple[bytes, int]]] = {}
+        if not self._started:
+            return  # stopping: no new associations (stop() no longer cancels them)
         for req in requests:
             if not self.core.prepare_adoption(req.pool_handle, req.identifier, now,
                                               grace=CONNECT_TIMEOUT):
                 continue
             t = req.asap_transport
+            if t is None or not t.addresses:
+                continue  # unreachable: removed (and DEL sent) when its timer runs out
             kind = "sctp" if type(t).__name__ == "SctpTransport" else "tcp"
             groups.setdefault((kind, tuple(t.addresses), t.port), []).append(
                 (req.pool_handle, req.identifier))

@@ -99,7 +99,7 @@ from ..wire import (
 
 __all__ = [
     "EnrpServer", "PeerState", "PeerInput", "PEER_TRANSITIONS", "MULTICAST",
-    "MAX_HT_RESPONSE_BYTES", "KeepAliveRequest",
+    "MAX_HT_RESPONSE_BYTES", "MAX_PEERS", "KeepAliveRequest",
     "PeerAppeared", "PeerConnectRequested", "PeerUnresponsive", "PeerLost",
     "MentorChosen", "HandleTableDownloaded", "StartupFinished", "AuditMismatch",
     "AuditCompleted", "SyncAbandoned", "UpdateRefused", "TakeoverStarted",
@@ -113,8 +113,14 @@ MULTICAST: tuple[str] = ("multicast",)
 MAX_HT_RESPONSE_BYTES = 1400
 #: At most this many bytes of an unrecognised message are echoed in an ENRP Error.
 MAX_ERROR_INFO = 1024
+#: A multicast Presence from an unknown ID is ignored while this many peers
+#: are known (forged datagrams with random IDs would grow the peer table and
+#: the connect requests without bound; peers over associations are bounded
+#: by the driver's association limits).
+MAX_PEERS = 256
 
 _ENRP_HEADER = 12
+_WILDCARDS = ("0.0.0.0", "::")
 #: Handle table entries taken from the handlespace at a time while filling a
 #: response: 1,400 bytes hold about 24 typical PEs, so taking
 #: ``max_elements_per_ht_request`` (up to 1,024) at once would be mostly waste.
@@ -366,7 +372,7 @@ class _Peer:
         self.deadline: float = now
         self.last_heard: float = now
         self.server_info: Any = None
-        self.addresses: tuple[str, ...] = ()
+        self.addresses: tuple[str, ...] = ()  # where its last bound association came from
         self.list_fetched = False
         self.taker: int | None = None       # CONCEDED: who takes it over
         self.awaiting: set[int] = set()     # TAKING_OVER: acks still missing
@@ -376,7 +382,7 @@ class _Peer:
 class _Sync:
     """A handle table download from one peer (mentor or audit)."""
 
-    __slots__ = ("own_children_only", "marked", "count", "pages", "deadline", "mentor")
+    __slots__ = ("own_children_only", "marked", "count", "pages", "deadline", "mentor", "last")
 
     def __init__(self, own_children_only: bool, marked: set | None, deadline: float,
                  mentor: bool) -> None:
@@ -386,6 +392,7 @@ class _Sync:
         self.pages = 0
         self.deadline = deadline
         self.mentor = mentor
+        self.last: Any = None       # last (handle, id) of the previous page
 
 
 # ---------------------------------------------------------------------------
@@ -417,6 +424,8 @@ class EnrpServer:
         self._syncs: dict[int, _Sync] = {}
         self._ht_cursors: dict[tuple[Hashable, bool], tuple[tuple[bytes, int], float]] = {}
         self._connect_requested: dict[int, float] = {}
+        self._key_addrs: dict[Hashable, frozenset[str]] = {}  # remote addresses (driver)
+        self._list_pending: set[int] = set()           # List Request sent, no response yet
         self._sends: list[tuple[Hashable, bytes]] = []
         self._events: list[Any] = []
         self._keepalives: list[KeepAliveRequest] = []
@@ -497,12 +506,18 @@ class EnrpServer:
     # ---- associations ------------------------------------------------------
 
     def peer_connected(self, peer_key: Hashable, now: float, *,
-                       server_id: int | None = None) -> None:
+                       server_id: int | None = None, addresses: Iterable[str] = ()) -> None:
         """An ENRP association came up (inbound, static peer, or one opened
         after :class:`PeerConnectRequested`).  A Presence with R=1 goes out
-        on it at once (also during start-up: *ours*)."""
+        on it at once (also during start-up: *ours*).  ``addresses``: the
+        remote addresses of the association, when known: a second
+        association claiming the ID of a peer already connected from other
+        addresses is not bound to it (``"impersonation"``)."""
         if peer_key == MULTICAST:
             raise ValueError("('multicast',) is reserved")
+        addrs = frozenset(addresses)
+        if addrs:
+            self._key_addrs[peer_key] = addrs  # also when a message came first
         if peer_key in self._key_peer or peer_key in self._unbound:
             return
         self._unbound[peer_key] = now
@@ -515,6 +530,7 @@ class EnrpServer:
         """The association is gone.  The peer stays in the table: only its
         timers decide that it is dead (RSPLIB)."""
         self._unbound.pop(peer_key, None)
+        self._key_addrs.pop(peer_key, None)
         for k in [k for k in self._ht_cursors if k[0] == peer_key]:
             del self._ht_cursors[k]
         pid = self._key_peer.pop(peer_key, None)
@@ -638,6 +654,10 @@ class EnrpServer:
         peer = self._peers.get(pid)
         self.counters["presences_received"] += 1
         if peer is None:
+            if len(self._peers) >= MAX_PEERS:
+                self._misbehaved(source_addr, pid, "peer-limit",
+                                 f"multicast Presence ignored: {MAX_PEERS} peers known")
+                return
             peer = self._add_peer(pid, now, "multicast")
             peer.via_multicast = True
         if msg.server_info is not None:
@@ -676,6 +696,10 @@ class EnrpServer:
             self._send_presence(key, 0)
         if self.config.presence_multicast:
             self._send_presence(MULTICAST, 0)
+        # the throttle of connect requests only matters for max-time-last-heard
+        stale = now - self.config.peer_max_time_last_heard
+        for pid in [p for p, t in self._connect_requested.items() if t <= stale]:
+            del self._connect_requested[pid]
         interval = self.config.peer_heartbeat_interval
         self._heartbeat_deadline = now + interval * self._rng.uniform(0.875, 1.125)
 
@@ -821,6 +845,8 @@ class EnrpServer:
         if self._peers.get(pid) is not peer:
             return
         del self._peers[pid]
+        self._connect_requested.pop(pid, None)
+        self._list_pending.discard(pid)
         for key in peer.keys:
             self._key_peer.pop(key, None)
             self._unbound[key] = peer.last_heard  # the association may still be up
@@ -839,6 +865,9 @@ class EnrpServer:
     def _bind(self, key: Hashable, peer: _Peer) -> None:
         self._unbound.pop(key, None)
         self._key_peer[key] = peer.peer_id
+        addrs = self._key_addrs.get(key)
+        if addrs:
+            peer.addresses = tuple(sorted(addrs))
         if key not in peer.keys:
             peer.keys.append(key)
         peer.key = key
@@ -855,8 +884,11 @@ class EnrpServer:
         addresses: tuple[str, ...] = ()
         port = 0
         if info is not None:
-            addresses = tuple(info.transport.addresses)
+            addresses = tuple(a for a in info.transport.addresses if a not in _WILDCARDS)
             port = info.transport.port
+        # a peer bound to the wildcard advertises 0.0.0.0: use where its
+        # association came from (digest 6.10: the association's addresses)
+        addresses += tuple(a for a in peer.addresses if a not in addresses)
         if isinstance(source, tuple) and len(source) == 2:
             # digest 12 #5: multicast peers are recorded under the UDP source address
             addresses = (str(source[0]),) + tuple(a for a in addresses if a != source[0])
@@ -868,6 +900,12 @@ class EnrpServer:
         pid = msg.sender_id
         self.counters["presences_received"] += 1
         peer = self._peers.get(pid)
+        if (peer is not None and peer.state is PeerState.ALIVE and key not in self._key_peer
+                and self._impersonates(key, peer)):
+            self._misbehaved(key, pid, "impersonation",
+                             f"Presence as 0x{pid:08x}, which is connected from other "
+                             f"addresses")
+            return
         new = peer is None
         if new:
             peer = self._add_peer(pid, now, "association")
@@ -885,8 +923,23 @@ class EnrpServer:
             self._start_sync(peer, own_children_only=False, now=now, mentor=True)
         if not peer.list_fetched:
             peer.list_fetched = True
+            self._list_pending.add(pid)
             self._send(key, ListRequest(self.registrar_id, pid))
         self._audit(peer, msg.checksum, now)
+
+    def _impersonates(self, key: Hashable, peer: _Peer) -> bool:
+        """True when ``key`` comes from addresses none of which the peer's
+        live associations come from (both known): another host claiming
+        the ID of a connected peer (*ours*).  Only asked while the peer is
+        ALIVE: a peer that moved while its old association hangs half-open
+        is taken on its new one once the old one went silent (PROBING)."""
+        addrs = self._key_addrs.get(key)
+        if not addrs or not peer.keys:
+            return False
+        known: set[str] = set()
+        for k in peer.keys:
+            known.update(self._key_addrs.get(k, ()))
+        return bool(known) and not (addrs & known)
 
     def _audit(self, peer: _Peer, reported: int, now: float) -> None:
         pid = peer.peer_id
@@ -1002,6 +1055,18 @@ class EnrpServer:
                     if sync.marked is not None:
                         sync.marked.discard((handle, pe.identifier))
         if msg.more:
+            # A page with M=1 must move on: at least one entry, not ending
+            # where the previous one did, and not more pages than PEs we could
+            # hold (each page carries a PE of its own).
+            last = None
+            if msg.entries:
+                handle, pes = msg.entries[-1]
+                last = (handle, pes[-1].identifier)
+            cap = getattr(self.handlespace, "max_elements", 10_000_000)
+            if last is None or last == sync.last or sync.pages > cap:
+                self._drop_sync(pid, "no progress")
+                return
+            sync.last = last
             self._send(key, HandleTableRequest(self.registrar_id, pid, sync.own_children_only))
             return
         del self._syncs[pid]
@@ -1044,6 +1109,10 @@ class EnrpServer:
             return False
         if update and home != sender:
             self._refuse(sender, handle, ident, "update for a PE homed elsewhere")
+            return False
+        if pe.asap_transport is None:
+            # a takeover could not reach it (digest 3.3: RSPLIB rejects it too)
+            self._refuse(sender, handle, ident, "no ASAP transport")
             return False
         hs = self.handlespace
         try:
@@ -1104,12 +1173,25 @@ class EnrpServer:
         if pid is None:
             self._send(key, ListResponse(self.registrar_id, msg.sender_id, (), True))
             return
-        servers = [p.server_info for p in self._peers.values()
+        servers = [self._listed(p) for p in self._peers.values()
                    if p.server_info is not None and p.peer_id != pid]
         servers.append(self._server_info)
         self._send(key, ListResponse(self.registrar_id, pid, servers))
 
+    def _listed(self, peer: _Peer) -> Any:
+        """A peer's Server Information for a List Response: a wildcard-only
+        address list is replaced by the addresses its association comes from
+        (the receiver could not connect to 0.0.0.0)."""
+        info = peer.server_info
+        if peer.addresses and all(a in _WILDCARDS for a in info.transport.addresses):
+            info = info.replace(transport=info.transport.replace(addresses=peer.addresses))
+        return info
+
     def _on_list_response(self, key: Hashable, msg: Any, now: float) -> None:
+        if msg.sender_id not in self._list_pending:
+            self._misbehaved(key, msg.sender_id, "unsolicited", "List Response without request")
+            return
+        self._list_pending.discard(msg.sender_id)
         if msg.rejected:
             return
         for info in msg.servers:

@@ -891,3 +891,142 @@ def test_random_losses_converge_after_audit(hsmod, seed):
     expected = {(h, i, o) for i, (o, h) in live.items()}
     assert net.table(A) == expected
     assert not any(net.of(r, E.TakeoverStarted) for r in ids)
+
+
+# ---- review findings ------------------------------------------------------------------
+
+
+def test_second_association_from_another_host_cannot_impersonate_a_live_peer(hsmod):
+    """A host that opens an association and claims the ID of a peer that is
+    connected from elsewhere must not become that peer: otherwise its
+    Presence with a wrong checksum starts an audit whose request goes to it,
+    and its empty final page sweeps every PE of the real peer."""
+    net = Net(hsmod)
+    for rid in (A, B):
+        net.add(rid)
+    core = net.nodes[A]
+    # the driver tells the core where each association comes from
+    core.peer_connected(("assoc", B), net.now, addresses=("10.0.0.16",))
+    net.nodes[B].peer_connected(("assoc", A), net.now, addresses=("10.0.0.48",))
+    net.connected.add(frozenset((A, B)))
+    net.run_until(5.0)
+    for i in range(1, 11):
+        net.register(B, b"P", i)
+    net.run_until(6.0)
+    assert len(net.table(A)) == 10
+    core.peer_connected("evil", net.now, addresses=("10.6.6.6",))
+    core.receive("evil", encode_message(Presence(B, A, 0x1234, None)), net.now)
+    core.receive("evil", encode_message(HandleTableResponse(B, A, [], False)), net.now)
+    core.receive("evil", encode_message(HandleUpdate(B, A, UpdateAction.DEL_PE, b"P", pe(3, B))),
+                 net.now)
+    assert len(net.table(A)) == 10
+    assert core.peer_keys(B) == (("assoc", B),)
+    kinds = [ev.kind for ev in core.pop_events() if isinstance(ev, E.PeerMisbehaved)]
+    assert "impersonation" in kinds
+    # a second association from the peer's own address is still fine
+    core.peer_connected("second", net.now, addresses=("10.0.0.16",))
+    core.receive("second", encode_message(Presence(B, A, net.hs(B).checksum(B), None)), net.now)
+    assert set(core.peer_keys(B)) == {("assoc", B), "second"}
+
+
+def test_forged_multicast_presence_flood_is_bounded(hsmod):
+    """Multicast Presences with random sender IDs: the peer table, the
+    connect requests and the connect-request throttle stay bounded, and
+    nothing is left behind once the forged peers time out."""
+    import random as _random
+    net = Net(hsmod)
+    core = net.add(A)
+    net.run_until(2.0)
+    rng = _random.Random(5)
+    requested = 0
+    for i in range(3000):
+        pid = rng.randrange(1, 1 << 32)
+        info = ServerInformation(pid, SctpTransport(9901, [f"10.9.{i // 250}.{i % 250}"], 0))
+        core.presence_datagram(encode_message(Presence(pid, 0, 0xFFFF, info)),
+                               ("10.9.9.9", 9901), net.now)
+        requested += sum(isinstance(ev, E.PeerConnectRequested) for ev in core.pop_events())
+    assert len(core.peers()) <= E.MAX_PEERS
+    assert requested <= E.MAX_PEERS
+    net.run_until(net.now + 20.0)
+    assert core.peers() == {}
+    assert len(core._connect_requested) == 0
+
+
+def test_unsolicited_list_response_requests_no_connections(hsmod):
+    net, core, key = hostile_setup(hsmod)
+    core.pop_events()
+    servers = [ServerInformation(0x1000 + i, SctpTransport(9901, [f"10.8.0.{i % 250}"], 0))
+               for i in range(300)]
+    from rserpool.wire import ListResponse
+    core.receive(key, encode_message(ListResponse(HOSTILE, A, [])), net.now)  # the answer
+    core.receive(key, encode_message(ListResponse(HOSTILE, A, servers)), net.now)
+    events = core.pop_events()
+    assert not [ev for ev in events if isinstance(ev, E.PeerConnectRequested)]
+    assert [ev.kind for ev in events if isinstance(ev, E.PeerMisbehaved)] == ["unsolicited"]
+
+
+def _hostile_mentor(hsmod):
+    net = Net(hsmod)
+    core = net.add(A)
+    core.peer_connected("h", net.now)
+    info = ServerInformation(HOSTILE, SctpTransport(9901, ["10.0.0.66"], 0))
+    core.receive("h", encode_message(Presence(HOSTILE, A, 0xFFFF, info)), net.now)
+    assert core.mentor == HOSTILE and core.syncing() == (HOSTILE,)
+    return net, core
+
+
+@pytest.mark.parametrize("page", ["same", "empty"])
+def test_handle_table_download_without_progress_is_abandoned(hsmod, page):
+    """A mentor answering every request with M=1 and the same page (or an
+    empty one) would keep the download, and the ban on audits while the
+    mentor download runs, going forever."""
+    net, core = _hostile_mentor(hsmod)
+    entries = [(b"P", [pe(1, HOSTILE)])] if page == "same" else []
+    for i in range(10):
+        core.pop_sends()
+        core.receive("h", encode_message(HandleTableResponse(HOSTILE, A, entries, True)),
+                     net.now + i * 0.01)
+    assert core.syncing() == ()
+    assert core.mentor_done
+    abandoned = [ev for ev in core.pop_events() if isinstance(ev, E.SyncAbandoned)]
+    assert [ev.reason for ev in abandoned] == ["no progress"]
+
+
+def test_pe_without_asap_transport_is_refused(hsmod):
+    """Nobody could send the H-bit keep-alive to such a PE after a takeover
+    (and the driver tripped over it): refuse it like RSPLIB's decoder does."""
+    net, core, key = hostile_setup(hsmod)
+    bare = pe(77, HOSTILE).replace(asap_transport=None)
+    core.receive(key, encode_message(HandleUpdate(HOSTILE, A, UpdateAction.ADD_PE, b"P", bare)),
+                 net.now)
+    assert (b"P", 77) not in net.hs(A)
+    assert [ev.reason for ev in core.pop_events() if isinstance(ev, E.UpdateRefused)] == \
+        ["no ASAP transport"]
+
+
+def test_lost_peer_advertising_the_wildcard_is_reconnected_at_its_association_address(hsmod):
+    """A peer bound to 0.0.0.0 advertises 0.0.0.0: the reconnect after a lost
+    association (and the List Response entry for it) use the address its
+    association came from instead."""
+    net = Net(hsmod)
+    for rid in (A, B, C):
+        net.add(rid)
+    net.nodes[B].set_local_endpoint(["0.0.0.0"], 9901)
+    core = net.nodes[A]
+    core.peer_connected(("assoc", B), net.now, addresses=("10.0.0.16",))
+    net.nodes[B].peer_connected(("assoc", A), net.now, addresses=("10.0.0.48",))
+    net.connected.add(frozenset((A, B)))
+    net.run_until(3.0)
+    assert core.peers() == {B: PeerState.ALIVE}
+    core.peer_connected(("assoc", C), net.now)
+    core.receive(("assoc", C), encode_message(ListRequest(C, A)), net.now)
+    core.receive(("assoc", C), encode_message(Presence(C, A, 0xFFFF, None)), net.now)
+    core.receive(("assoc", C), encode_message(ListRequest(C, A)), net.now)
+    lists = [decode_message(d, "enrp") for k, d in core.pop_sends()
+             if d[0] == EnrpType.LIST_RESPONSE]
+    listed = {s.server_id: tuple(s.transport.addresses) for s in lists[-1].servers}
+    assert listed[B] == ("10.0.0.16",)
+    core.pop_events()
+    core.peer_disconnected(("assoc", B), net.now)
+    (req,) = [ev for ev in core.pop_events() if isinstance(ev, E.PeerConnectRequested)]
+    assert req.peer_id == B and req.addresses == ("10.0.0.16",) and req.port == 9901
