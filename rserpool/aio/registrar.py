@@ -740,6 +740,8 @@ class Registrar:
                     key.send(data, ppid=PPID.ENRP)
                 except ConnectionError:
                     pass
+        for channel, reason in enrp.pop_closes():
+            channel.abort(reason)
         events = enrp.pop_events()
         if events:
             for ev in events:
@@ -927,6 +929,9 @@ class Registrar:
                 self._spawn(self._start_announces())
         elif t is E.PeerAppeared:
             enrp_log.info("peer 0x%08x appeared (%s)", ev.peer_id, ev.via)
+        elif t is E.PeerAssociationsStale:
+            enrp_log.info("peer 0x%08x: its association(s) carried nothing while its Presences "
+                          "arrive by multicast: reconnecting", ev.peer_id)
         elif t is E.PeerUnresponsive:
             enrp_log.info("peer 0x%08x unresponsive: probing", ev.peer_id)
         elif t is E.PeerLost:

@@ -101,6 +101,7 @@ __all__ = [
     "EnrpServer", "PeerState", "PeerInput", "PEER_TRANSITIONS", "MULTICAST",
     "MAX_HT_RESPONSE_BYTES", "MAX_PEERS", "KeepAliveRequest",
     "PeerAppeared", "PeerConnectRequested", "PeerUnresponsive", "PeerLost",
+    "PeerAssociationsStale",
     "MentorChosen", "HandleTableDownloaded", "StartupFinished", "AuditMismatch",
     "AuditCompleted", "SyncAbandoned", "UpdateRefused", "TakeoverStarted",
     "TakeoverConceded", "TakeoverCancelled", "TakeoverAbandoned", "TakeoverWon",
@@ -120,6 +121,10 @@ MAX_ERROR_INFO = 1024
 MAX_PEERS = 256
 
 _ENRP_HEADER = 12
+#: A multicast Presence proves an association stuck when nothing came over it
+#: since the previous multicast Presence, minus this (seconds; the two copies
+#: of one heartbeat race).
+STALE_MARGIN = 0.05
 _WILDCARDS = ("0.0.0.0", "::")
 #: Handle table entries taken from the handlespace at a time while filling a
 #: response: 1,400 bytes hold about 24 typical PEs, so taking
@@ -155,6 +160,16 @@ class PeerUnresponsive:
     """Max-time-last-heard ran out: a Presence with R=1 was sent."""
 
     peer_id: int
+
+
+@dataclass(frozen=True)
+class PeerAssociationsStale:
+    """The peer's associations carried nothing for a heartbeat while its
+    Presences arrived by multicast: they were dropped (``pop_closes``) and
+    a new one is requested."""
+
+    peer_id: int
+    count: int
 
 
 @dataclass(frozen=True)
@@ -362,7 +377,8 @@ class _Peer:
     """One peer registrar with a known ID."""
 
     __slots__ = ("peer_id", "keys", "key", "state", "deadline", "last_heard", "server_info",
-                 "addresses", "list_fetched", "taker", "awaiting", "via_multicast")
+                 "addresses", "list_fetched", "taker", "awaiting", "via_multicast",
+                 "key_heard", "multicast_heard")
 
     def __init__(self, peer_id: int, now: float) -> None:
         self.peer_id = peer_id
@@ -377,6 +393,8 @@ class _Peer:
         self.taker: int | None = None       # CONCEDED: who takes it over
         self.awaiting: set[int] = set()     # TAKING_OVER: acks still missing
         self.via_multicast = False
+        self.key_heard: float = now          # last message over any of its associations
+        self.multicast_heard: float | None = None  # last Presence by multicast
 
 
 class _Sync:
@@ -429,6 +447,7 @@ class EnrpServer:
         self._sends: list[tuple[Hashable, bytes]] = []
         self._events: list[Any] = []
         self._keepalives: list[KeepAliveRequest] = []
+        self._closes: list[tuple[Hashable, str]] = []
         self.startup = True
         self.mentor: int | None = None
         self.mentor_done = False
@@ -441,7 +460,8 @@ class EnrpServer:
             "updates_refused", "ht_requests_served", "ht_requests_rejected",
             "ht_entries_applied", "errors_sent", "dropped", "unroutable", "ignored_inputs",
             "internal_errors", "takeovers_started", "takeovers_won", "takeovers_conceded",
-            "takeovers_abandoned", "pes_taken_over", "audit_mismatches"), 0)
+            "takeovers_abandoned", "pes_taken_over", "audit_mismatches",
+            "stale_associations"), 0)
         self._handlers = {
             Presence: self._on_presence,
             HandleTableRequest: self._on_ht_request,
@@ -489,6 +509,11 @@ class EnrpServer:
 
     def pop_events(self) -> list[Any]:
         out, self._events = self._events, []
+        return out
+
+    def pop_closes(self) -> list[tuple[Hashable, str]]:
+        """Associations to abort, with the reason (already forgotten here)."""
+        out, self._closes = self._closes, []
         return out
 
     def pop_keepalives_to_send(self) -> list[KeepAliveRequest]:
@@ -629,6 +654,11 @@ class EnrpServer:
             enrp_log.exception("internal error handling %s", type(msg).__name__)
             self._misbehaved(peer_key, sender, "internal-error",
                              f"{type(exc).__name__}: {exc}")
+        pid = self._key_peer.get(peer_key)
+        if pid is not None:
+            heard = self._peers.get(pid)
+            if heard is not None:
+                heard.key_heard = now
 
     def presence_datagram(self, data: bytes, source_addr: tuple[str, int], now: float) -> None:
         """One datagram from the Presence multicast group."""
@@ -662,6 +692,15 @@ class EnrpServer:
             peer.via_multicast = True
         if msg.server_info is not None:
             peer.server_info = msg.server_info
+        previous, peer.multicast_heard = peer.multicast_heard, now
+        if (peer.keys and previous is not None
+                and peer.key_heard < previous - STALE_MARGIN):
+            # Ours: its Presences arrive by multicast but none came over its
+            # associations for a whole heartbeat of its own: they are stuck
+            # (e.g. TCP retransmission back-off after a partition).  Drop
+            # them (no LINK_LOST: the peer is alive) and connect anew, so that
+            # the audit runs within a heartbeat or two of the heal.
+            self._drop_stale_keys(peer, now)
         if peer.key is None:
             self._request_connect(peer, source_addr, now)
         self._heard(peer, now)
@@ -875,9 +914,29 @@ class EnrpServer:
     def _heard(self, peer: _Peer, now: float) -> None:
         self._step(peer, PeerInput.HEARD, now)
 
+    def _drop_stale_keys(self, peer: _Peer, now: float) -> None:
+        keys = list(peer.keys)
+        for key in keys:
+            self._key_peer.pop(key, None)
+            self._key_addrs.pop(key, None)
+            for k in [k for k in self._ht_cursors if k[0] == key]:
+                del self._ht_cursors[k]
+            self._closes.append((key, "no message for a heartbeat while its Presences "
+                                      "arrive by multicast"))
+        peer.keys = []
+        peer.key = None
+        self.counters["stale_associations"] += len(keys)
+        self._events.append(PeerAssociationsStale(peer.peer_id, len(keys)))
+        self._connect_requested.pop(peer.peer_id, None)
+
+    def _connect_throttle(self) -> float:
+        """At most one connect request per peer this often."""
+        cfg = self.config
+        return min(cfg.peer_max_time_last_heard, max(1.0, 2 * cfg.peer_heartbeat_interval))
+
     def _request_connect(self, peer: _Peer, source: Any, now: float) -> None:
         last = self._connect_requested.get(peer.peer_id)
-        if last is not None and now - last < self.config.peer_max_time_last_heard:
+        if last is not None and now - last < self._connect_throttle():
             return
         self._connect_requested[peer.peer_id] = now
         info = peer.server_info
@@ -1202,7 +1261,7 @@ class EnrpServer:
             if peer is not None and peer.key is not None:
                 continue
             last = self._connect_requested.get(sid)
-            if last is not None and now - last < self.config.peer_max_time_last_heard:
+            if last is not None and now - last < self._connect_throttle():
                 continue
             self._connect_requested[sid] = now
             self._events.append(PeerConnectRequested(sid, tuple(info.transport.addresses),

@@ -28,9 +28,10 @@ bench elsewhere):
    PE deaths on both sides, then the heal: the registrars converge on one
    handlespace, with no ghost and no lost PE.  Two timer choices: short
    (each side takes the other over during the cut; after the heal the
-   audit repairs within two heartbeats) and long (no takeover; convergence
-   waits for TCP's retransmission back-off on the connections across the
-   cut, about 25 s after the heal);
+   audit repairs within two heartbeats) and long (no takeover: the
+   connections across the cut are stuck in TCP's retransmission back-off;
+   the first multicast Presences after the heal show them stuck, new ones
+   are opened and the audit repairs within two heartbeats too);
 5. two registrars start the takeover of the same dead peer at the same
    moment (held apart until both have started): exactly one, the lower ID,
    wins;
@@ -747,9 +748,10 @@ PARTITION_TIMERS = {
                  "--takeover-expiry-interval", "3"),
     # Nobody suspects anything during the 30 s (max-time-last-heard 60 s):
     # updates and heartbeats queue in the TCP connections across the cut,
-    # and after the heal they flow again only when TCP retransmits, after
-    # its exponential back-off (about 25 s after a 30 s cut with Linux
-    # defaults), then the audit repairs what is left.
+    # which TCP would retransmit only after its exponential back-off (about
+    # 25 s after a 30 s cut with Linux defaults).  The registrars see the
+    # peer's multicast Presences arrive while its association stays silent,
+    # drop the stuck association and open a new one; the audit repairs.
     "no-takeover": ("--peer-max-time-last-heard", "60", "--peer-max-time-no-response", "5",
                     "--takeover-expiry-interval", "5"),
 }
@@ -850,16 +852,19 @@ def test_a_healed_partition_converges_without_ghosts_or_losses(network, mode):
         for rid in regs}
     for rid, text in logs.items():
         print(f"  0x{rid:08x}:\n    " + text.replace("\n", "\n    "))
+    # the audit on the new associations repaired it within two cycles (plus
+    # a margin for the hsdump polling on a loaded machine)
+    assert converged <= 2 * HEARTBEAT + 4.0, converged
     if mode == "takeover":
         # each side took the other over (the PEs could not be reached) ...
         assert re.search(rf"takeover of 0x{R3:08x} won", logs[R1] + logs[R2]), logs
         assert re.search(rf"takeover of 0x{R1:08x} won", logs[R3]), logs[R3]
         assert re.search(rf"takeover of 0x{R2:08x} won", logs[R3]), logs[R3]
-        # ... and the audit on the new associations repaired it within two
-        # cycles (plus a margin for the hsdump polling on a loaded machine)
-        assert converged <= 2 * HEARTBEAT + 4.0, converged
     else:
-        assert not re.search(r"takeover|peer 0x[0-9a-f]+ (lost|unresponsive)",
-                             "\n".join(logs.values())), logs
-        assert converged <= 60.0, converged
+        # (a peer may be probed when the other side's reset arrives first;
+        # it answers at once: no takeover, nobody lost)
+        assert not re.search(r"takeover|peer 0x[0-9a-f]+ lost", "\n".join(logs.values())), logs
+        # the stuck associations were replaced, not waited for
+        assert re.search(r"carried nothing while its Presences arrive by multicast",
+                         "\n".join(logs.values())), logs
     assert all(p.alive for p in procs.values()), network.describe()

@@ -1030,3 +1030,43 @@ def test_lost_peer_advertising_the_wildcard_is_reconnected_at_its_association_ad
     core.peer_disconnected(("assoc", B), net.now)
     (req,) = [ev for ev in core.pop_events() if isinstance(ev, E.PeerConnectRequested)]
     assert req.peer_id == B and req.addresses == ("10.0.0.16",) and req.port == 9901
+
+
+def test_stuck_association_is_replaced_when_multicast_presences_get_through(hsmod):
+    """Ours: after a partition shorter than max-time-last-heard, TCP may hold
+    the association in retransmission back-off; a peer heard by multicast
+    but silent on its associations for a whole heartbeat gets a new one
+    (no takeover: the peer is alive)."""
+    net = Net(hsmod, peer_max_time_last_heard=60.0)
+    a = net.add(A)
+    net.add(B)
+    net.mesh(A, B)
+    net.run_until(3.0)
+    assert a.peers()[B] is PeerState.ALIVE and a.peer_keys(B)
+    a.pop_events()
+    a.pop_closes()
+    # B's multicast Presences arrive, its association stays silent
+    b = net.nodes[B]
+    presence = encode_message(Presence(B, 0, b.handlespace.checksum(B), b._server_info))
+    a.presence_datagram(presence, ("10.0.0.16", 9901), 4.0)
+    assert a.peer_keys(B) and not a.pop_closes()      # one multicast proves nothing
+    a.presence_datagram(presence, ("10.0.0.16", 9901), 5.0)
+    closes = a.pop_closes()
+    assert [key for key, _ in closes] == [("assoc", B)]
+    assert a.peer_keys(B) == () and a.peers()[B] is PeerState.ALIVE
+    events = a.pop_events()
+    assert E.PeerAssociationsStale(B, 1) in events
+    assert any(type(ev) is E.PeerConnectRequested and ev.peer_id == B for ev in events)
+    # closing it later (the driver's abort) is no LINK_LOST: still alive
+    a.peer_disconnected(("assoc", B), 5.0)
+    assert a.peers()[B] is PeerState.ALIVE
+
+
+def test_healthy_association_is_kept_while_multicast_also_arrives(hsmod):
+    net = Net(hsmod, presence_multicast=True)
+    a = net.add(A)
+    net.add(B)
+    net.mesh(A, B)
+    net.run_until(10.0)   # B's Presences come by multicast and over the association
+    assert a._peers[B].multicast_heard is not None and a._peers[B].multicast_heard > 5.0
+    assert a.peer_keys(B) and a.counters["stale_associations"] == 0
