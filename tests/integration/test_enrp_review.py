@@ -15,11 +15,13 @@ from typing import Any
 from conftest import AsapClient, make_registrar, pool_element
 from rserpool.aio import registrar as registrar_mod
 from rserpool.aio.transport import open_channel
-from rserpool.constants import PPID, UpdateAction
+from rserpool.constants import UpdateAction
 from rserpool.handlespace import TIMER_KEEP_ALIVE_TRANSMISSION
 from rserpool.protocol import enrp as E
 from rserpool.protocol.enrp import PeerState
 from rserpool.testing.aio import until
+from rserpool.testing.enrp import RawEnrpPeer
+from rserpool.testing.enrp import handlespace_table as table
 from rserpool.wire import (
     HandleTableResponse,
     HandleUpdate,
@@ -28,7 +30,6 @@ from rserpool.wire import (
     SctpTransport,
     ServerInformation,
     TcpTransport,
-    decode_message,
     encode_message,
 )
 
@@ -38,11 +39,6 @@ FAST = dict(peer_heartbeat_interval=1.0, peer_max_time_last_heard=2.0,
 A, B = 0xA1, 0xB2
 HOSTILE = 0x0BAD
 EVIL_HOST = "127.0.0.2"
-
-
-def table(reg: Any) -> set[tuple[bytes, int, int]]:
-    hs = reg.handlespace
-    return {(h, e.identifier, e.home_registrar) for h in hs.pools() for e in hs.pool_elements(h)}
 
 
 async def pair(**overrides: Any) -> list[Any]:
@@ -56,27 +52,6 @@ async def pair(**overrides: Any) -> list[Any]:
     await until(lambda: all(list(r.enrp.peers().values()) == [PeerState.ALIVE] for r in regs),
                 10, "A and B peered")
     return regs
-
-
-class RawEnrp:
-    """A raw ENRP speaker over TCP (from ``local`` when given)."""
-
-    def __init__(self) -> None:
-        self.messages: asyncio.Queue[Any] = asyncio.Queue()
-        self.channel: Any = None
-
-    @classmethod
-    async def connect(cls, reg: Any, local: str | None = None) -> "RawEnrp":
-        self = cls()
-        host, port = reg.enrp_address()
-        self.channel = await open_channel(
-            "tcp", host, port, local_addresses=[local] if local else (),
-            on_message=lambda ch, data, ppid: self.messages.put_nowait(
-                decode_message(data, "enrp")))
-        return self
-
-    def send(self, msg: Any) -> None:
-        self.channel.send(encode_message(msg), ppid=PPID.ENRP)
 
 
 def test_another_host_cannot_impersonate_a_connected_peer(arun):
@@ -93,7 +68,7 @@ def test_another_host_cannot_impersonate_a_connected_peer(arun):
                 resp = await client.register(b"pool", pool_element(ident))
                 assert type(resp) is RegistrationResponse and not resp.rejected
             await until(lambda: len(regs[1].handlespace) == 10, 10)
-            evil = await RawEnrp.connect(regs[1], local=EVIL_HOST)
+            evil = await RawEnrpPeer.connect(regs[1], local=EVIL_HOST)
             evil.send(Presence(A, B, 0x1234, None, False))
             for _ in range(3):
                 evil.send(HandleTableResponse(A, B, [], False))
@@ -102,7 +77,7 @@ def test_another_host_cannot_impersonate_a_connected_peer(arun):
             assert table(regs[1]) == table(regs[0])
         finally:
             if evil is not None:
-                evil.channel.close()
+                evil.close()
             await client.close()
             for reg in regs:
                 await reg.stop()
@@ -172,7 +147,7 @@ def test_takeover_of_a_pe_without_asap_transport(arun, caplog):
         evil = None
         try:
             await asyncio.sleep(1.2)  # start-up over: the hostile peer is no mentor
-            evil = await RawEnrp.connect(reg)
+            evil = await RawEnrpPeer.connect(reg)
             evil.send(Presence(HOSTILE, B, 0xFFFF, None, False))
             asap = TcpTransport(9, ["127.0.0.1"], 0)   # nothing listens: unreachable
             for ident in (1, 2, 3):
@@ -180,13 +155,13 @@ def test_takeover_of_a_pe_without_asap_transport(arun, caplog):
                     home_registrar=HOSTILE, asap_transport=None if ident == 2 else asap)
                 evil.send(HandleUpdate(HOSTILE, B, UpdateAction.ADD_PE, b"pool", p))
             await until(lambda: len(reg.handlespace) >= 2, 5)
-            evil.channel.close()                    # dies: B takes over
+            evil.close()                    # dies: B takes over
             await until(lambda: reg.enrp.counters["takeovers_won"] == 1, 10)
             # 1 and 3 cannot be reached: removed after grace + keep-alive timeout
             await until(lambda: len(reg.handlespace) == 0, 10, "every PE removed")
         finally:
             if evil is not None:
-                evil.channel.close()
+                evil.close()
             await reg.stop()
     with caplog.at_level(logging.ERROR):
         arun(body(), 60)

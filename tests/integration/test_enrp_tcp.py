@@ -16,11 +16,12 @@ import pytest
 
 from conftest import AsapClient, make_registrar, pool_element
 from rserpool.aio.element import PoolElement as PoolElementService
-from rserpool.aio.transport import open_channel
-from rserpool.constants import PPID, UpdateAction
+from rserpool.constants import UpdateAction
 from rserpool.handlespace import TIMER_EXPIRY
 from rserpool.protocol.enrp import PeerState
 from rserpool.testing.aio import until
+from rserpool.testing.enrp import RawEnrpPeer as EnrpPeer, same_handlespace as in_sync
+from rserpool.testing.enrp import handlespace_table as table
 from rserpool.wire import (
     EnrpErrorMessage,
     HandleResolutionResponse,
@@ -29,8 +30,6 @@ from rserpool.wire import (
     HandleUpdate,
     Presence,
     RegistrationResponse,
-    decode_message,
-    encode_message,
 )
 
 #: Fast ENRP timers (heartbeat 1 s, max-time-last-heard 2 s, no-response 1 s).
@@ -39,18 +38,6 @@ FAST = dict(peer_heartbeat_interval=1.0, peer_max_time_last_heard=2.0,
             takeover_expiry_interval=2.0)
 A, B, C, D = 0xA1, 0xB2, 0xC3, 0xD4
 HOSTILE = 0x0BAD
-
-
-def table(reg: Any) -> set[tuple[bytes, int, int]]:
-    """(pool handle, PE id, home) of every PE a registrar holds."""
-    hs = reg.handlespace
-    return {(h, e.identifier, e.home_registrar) for h in hs.pools() for e in hs.pool_elements(h)}
-
-
-def in_sync(*regs: Any) -> bool:
-    first = table(regs[0])
-    return all(table(r) == first for r in regs[1:]) and all(
-        r.handlespace.checksums() == regs[0].handlespace.checksums() for r in regs[1:])
 
 
 async def scope(*ids: int, **overrides: Any) -> list[Any]:
@@ -80,36 +67,6 @@ async def register_many(reg: Any, pool: bytes, ids: range) -> AsapClient:
         resp = await client.register(pool, pool_element(ident))
         assert type(resp) is RegistrationResponse and not resp.rejected, resp
     return client
-
-
-class EnrpPeer:
-    """A raw ENRP speaker (a peer registrar under test control, or a hostile one)."""
-
-    def __init__(self) -> None:
-        self.messages: asyncio.Queue[Any] = asyncio.Queue()
-        self.channel: Any = None
-
-    @classmethod
-    async def connect(cls, reg: Any) -> "EnrpPeer":
-        self = cls()
-        host, port = reg.enrp_address()
-        self.channel = await open_channel(
-            "tcp", host, port, on_message=lambda ch, data, ppid: self.messages.put_nowait(
-                decode_message(data, "enrp")))
-        return self
-
-    def send(self, msg: Any) -> None:
-        self.channel.send(msg if isinstance(msg, bytes) else encode_message(msg),
-                          ppid=PPID.ENRP)
-
-    async def recv(self, kind: type, timeout: float = 5.0) -> Any:
-        """The next message of type ``kind`` (others are skipped)."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while True:
-            msg = await asyncio.wait_for(self.messages.get(), max(0.01, end - loop.time()))
-            if type(msg) is kind:
-                return msg
 
 
 def test_three_registrars_hold_the_same_handlespace(arun):
@@ -283,7 +240,7 @@ def test_hostile_peer_cannot_corrupt_the_handlespace(arun):
             await until(lambda: (b"pool", 77) in regs[1].handlespace, 5)
         finally:
             if bad is not None:
-                bad.channel.close()
+                bad.close()
             await client.close()
             await stop_all(regs)
     arun(body(), 60)
@@ -302,7 +259,7 @@ def test_malformed_enrp_input_never_stops_the_registrar(arun, garbage):
             client = await register_many(regs[0], b"pool", range(1, 4))
             await until(lambda: in_sync(*regs) and len(regs[1].handlespace) == 3, 10)
             await client.close()
-            bad.channel.close()
+            bad.close()
         finally:
             await stop_all(regs)
     arun(body(), 30)

@@ -29,7 +29,8 @@ import pytest
 
 from rserpool.aio.element import PoolElement as PoolElementService
 from rserpool.aio.registrar import Registrar
-from rserpool.aio.transport import open_channel
+from rserpool.testing.enrp import RawEnrpPeer as EnrpPeer, same_handlespace as in_sync
+from rserpool.testing.enrp import handlespace_table as table
 from rserpool.config import RegistrarConfig
 from rserpool.constants import PPID, UpdateAction
 from rserpool.handlespace import TIMER_EXPIRY
@@ -46,8 +47,6 @@ from rserpool.wire import (
     Presence,
     RegistrationResponse,
     SctpTransport,
-    decode_message,
-    encode_message,
 )
 
 pytestmark = pytest.mark.sctp
@@ -115,18 +114,6 @@ def make_config(index: int, asap_port: int, enrp_port: int, peers: tuple[str, ..
         keep_alive_timeout=1.0, **FAST)
     settings.update(overrides)
     return RegistrarConfig(**settings)
-
-
-def table(reg: Any) -> set[tuple[bytes, int, int]]:
-    """(pool handle, PE id, home) of every PE a registrar holds."""
-    hs = reg.handlespace
-    return {(h, e.identifier, e.home_registrar) for h in hs.pools() for e in hs.pool_elements(h)}
-
-
-def in_sync(*regs: Any) -> bool:
-    first = table(regs[0])
-    return all(table(r) == first for r in regs[1:]) and all(
-        r.handlespace.checksums() == regs[0].handlespace.checksums() for r in regs[1:])
 
 
 def full_mesh(regs: list[Any], ids: tuple[int, ...]) -> bool:
@@ -233,46 +220,6 @@ class Swarm:
             except (ConnectionError, asyncio.TimeoutError):
                 pass
         await self.kill()
-
-
-class EnrpPeer:
-    """A raw ENRP speaker over SCTP (a hostile peer, or a handle table dump)."""
-
-    def __init__(self) -> None:
-        self.messages: asyncio.Queue[tuple[Any, int, int]] = asyncio.Queue()
-        self.channel: Any = None
-
-    @classmethod
-    async def connect(cls, reg: Any) -> "EnrpPeer":
-        self = cls()
-        host, port = reg.enrp_address("sctp")
-        self.channel = await open_channel("sctp", host, port, on_message=self._on_message)
-        assert self.channel.transport == "sctp"
-        return self
-
-    def _on_message(self, ch: Any, data: bytes, ppid: int) -> None:
-        self.messages.put_nowait((decode_message(data, "enrp"), ppid, len(data)))
-
-    def send(self, msg: Any, ppid: int = PPID.ENRP) -> None:
-        self.channel.send(msg if isinstance(msg, bytes) else encode_message(msg), ppid=ppid)
-
-    async def recv(self, kind: type, timeout: float = 5.0) -> tuple[Any, int, int]:
-        """(message, PPID, size) of the next message of type ``kind``."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while True:
-            item = await asyncio.wait_for(self.messages.get(), max(0.01, end - loop.time()))
-            if type(item[0]) is kind:
-                return item
-
-    def pending(self, kind: type) -> list[Any]:
-        """Messages of type ``kind`` already received (the queue is emptied)."""
-        out = []
-        while not self.messages.empty():
-            item = self.messages.get_nowait()
-            if type(item[0]) is kind:
-                out.append(item[0])
-        return out
 
 
 def sctp_pool_element(ident: int, address: str, port: int = 7000) -> Any:
@@ -545,11 +492,11 @@ def test_a_joining_registrar_downloads_thousands_of_pes_in_pages_over_sctp(arun,
             entry = late.handlespace.get(POOL, 400_005)
             assert entry.home_registrar == A and entry.timer == TIMER_EXPIRY
             # the same download by a raw SCTP client (as rserpool hsdump does)
-            dump = await EnrpPeer.connect(first)
+            dump = await EnrpPeer.connect(first, transport="sctp")
             pages, seen = 0, []
             while True:
                 dump.send(HandleTableRequest(HOSTILE, A))
-                resp, ppid, size = await dump.recv(HandleTableResponse)
+                resp, ppid, size = await dump.recv_full(HandleTableResponse)
                 assert ppid == PPID.ENRP and not resp.rejected
                 n = sum(len(pes) for _, pes in resp.entries)
                 assert 1 <= n <= 128 and size <= MAX_HT_RESPONSE_BYTES, (n, size)
@@ -592,8 +539,8 @@ def test_hostile_enrp_peer_over_sctp_cannot_corrupt_the_handlespace(arun):
             await until(lambda: in_sync(*regs) and len(regs[1].handlespace) == 20, 10)
             before = table(regs[1])
             counters = dict(regs[1].enrp.counters)
-            bad = await EnrpPeer.connect(regs[1])
-            greeting, ppid, _ = await bad.recv(Presence)   # B greets every association
+            bad = await EnrpPeer.connect(regs[1], transport="sctp")
+            greeting, ppid, _ = await bad.recv_full(Presence)   # B greets every association
             assert ppid == PPID.ENRP and greeting.sender_id == B and greeting.reply_required
             victim = regs[1].handlespace.get(POOL, 3).pool_element
             unknown = b"\x7f\x00\x00\x0c" + HOSTILE.to_bytes(4, "big") + B.to_bytes(4, "big")
@@ -611,7 +558,7 @@ def test_hostile_enrp_peer_over_sctp_cannot_corrupt_the_handlespace(arun):
             # an unknown message type (right PPID) gets an ENRP Error; it comes
             # after everything above was handled (one ordered stream)
             bad.send(unknown)
-            err, ppid, _ = await bad.recv(EnrpErrorMessage)
+            err, ppid, _ = await bad.recv_full(EnrpErrorMessage)
             assert ppid == PPID.ENRP and err.causes[0].code == 0x0002
             await asyncio.sleep(0.2)
             # nothing of steps 0-2 was answered, learned or applied
@@ -629,7 +576,7 @@ def test_hostile_enrp_peer_over_sctp_cannot_corrupt_the_handlespace(arun):
             bad.send(HandleUpdate(HOSTILE, B, UpdateAction.ADD_PE, POOL,
                                   victim.replace(home_registrar=A, identifier=4444)))
             bad.send(unknown)
-            err, _, _ = await bad.recv(EnrpErrorMessage)
+            err, _, _ = await bad.recv_full(EnrpErrorMessage)
             assert err.causes[0].code == 0x0002
             assert HOSTILE in regs[1].enrp.peers()
             assert regs[1].enrp.counters["updates_refused"] >= counters["updates_refused"] + 3
@@ -638,7 +585,7 @@ def test_hostile_enrp_peer_over_sctp_cannot_corrupt_the_handlespace(arun):
             for _ in range(500):
                 bad.send(HandleTableRequest(HOSTILE, B))
             for _ in range(500):
-                resp, ppid, size = await bad.recv(HandleTableResponse, timeout=10)
+                resp, ppid, size = await bad.recv_full(HandleTableResponse, timeout=10)
                 assert not resp.rejected and size <= MAX_HT_RESPONSE_BYTES
             assert table(regs[1]) == before and in_sync(*regs)
             assert regs[1].enrp.peers()[A] is PeerState.ALIVE
