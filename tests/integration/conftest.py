@@ -308,10 +308,14 @@ class ResolutionProber:
         self.expected = expected
         self.ok = 0
         self.failures: list[str] = []
+        self._stopped = False
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        while True:
+        # The flag, not only the cancel: Python 3.11's wait_for() (inside
+        # resolve()) swallows a cancel that arrives as its answer does, and
+        # the loop would go on forever.
+        while not self._stopped:
             try:
                 resp = await self.client.resolve(self.pool, 3, timeout=10.0)
             except Exception as exc:  # recorded, the test fails on it
@@ -332,6 +336,7 @@ class ResolutionProber:
 
     async def stop(self) -> None:
         """Stop resolving (fails if any answer was wrong), close the client."""
+        self._stopped = True
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
