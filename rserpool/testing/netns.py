@@ -44,6 +44,16 @@ unavailable).  :func:`require_netns` turns a problem into a test failure
 when ``CI=true`` or ``RSERPOOL_REQUIRE_NETNS=1``, and a skip otherwise (the
 policy of :mod:`rserpool.testing.pytest_sctp`).
 
+Inside User-Mode Linux (:mod:`rserpool.testing.uml`; ``RSERPOOL_IN_UML=1``)
+the same code builds the same networks in the guest kernel, for tests over
+kernel SCTP (``tests/sctp/test_enrp_sctp_netns.py``): the guest loads
+``veth`` and ``bridge`` and mounts a tmpfs of its own on ``/run/netns``.
+Because the guest's root filesystem is the host's (hostfs), the namespace
+files must not land on the host's ``/run``: inside UML,
+:func:`netns_problem` refuses (reports a problem) unless
+:data:`NETNS_DIR` is on a tmpfs mounted in the guest
+(:func:`netns_dir_is_guest_tmpfs`).
+
 Command line (for debugging): ``python -m rserpool.testing.netns`` prints the
 availability check; ``--cleanup`` deletes stale namespaces.
 """
@@ -79,6 +89,8 @@ __all__ = [
     "NetnsError",
     "Process",
     "cleanup_stale",
+    "in_uml_guest",
+    "netns_dir_is_guest_tmpfs",
     "list_namespaces",
     "netns_problem",
     "netns_required",
@@ -114,6 +126,32 @@ def netns_required() -> bool:
     return any(os.environ.get(v, "").strip().lower() in _TRUE for v in (REQUIRE_ENV, "CI"))
 
 
+def in_uml_guest() -> bool:
+    """True inside a User-Mode Linux guest started by :mod:`rserpool.testing.uml`."""
+    return os.environ.get("RSERPOOL_IN_UML", "") == "1"
+
+
+def netns_dir_is_guest_tmpfs(directory: Path = NETNS_DIR) -> bool:
+    """True if ``directory`` (after symlinks) is itself on a tmpfs mount
+    point of this kernel (``/proc/mounts``): inside UML, one the guest
+    mounted, so namespace files stay in the guest."""
+    real = os.path.realpath(directory)
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    best: tuple[str, str] | None = None
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if real == point or real.startswith(point.rstrip("/") + "/"):
+            if best is None or len(point) >= len(best[0]):
+                best = (point, fields[2])
+    return best is not None and best[1] == "tmpfs"
+
+
 def _ip_binary() -> str | None:
     return shutil.which("ip") or next(
         (p for p in ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip") if os.path.exists(p)), None)
@@ -134,6 +172,9 @@ def netns_problem() -> str | None:
         return f"network namespaces need root (euid {os.geteuid()})"
     if _ip_binary() is None:
         return "the `ip` command (iproute2) is not installed"
+    if in_uml_guest() and not netns_dir_is_guest_tmpfs():
+        return (f"inside UML {NETNS_DIR} is not on a guest tmpfs: namespace files would "
+                "land on the host's filesystem (hostfs)")
     name = f"{NAME_PREFIX}-{os.getpid()}-probe"
     if _ip_binary() and name in list_namespaces():
         _delete_namespace(name)  # left by a killed process with the same pid

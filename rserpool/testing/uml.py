@@ -21,8 +21,11 @@ What :func:`run_in_uml` does:
    checkout or venv under ``/tmp``, *share* -- are mounted back in through
    hostfs), loads the kernel modules (``ipv6 hmac sctp`` by default, with
    ``modprobe`` pointed at the UML module tree so that the kernel's own
-   module requests work too), brings ``lo`` up with optional extra
-   addresses, ``cd``\\s to *cwd*, runs the command, records its exit status
+   module requests work too; then, where the tree has them, ``veth`` and
+   ``bridge`` for network namespace tests, quietly skipped otherwise),
+   mounts a guest-private tmpfs where ``ip netns add`` keeps its namespace
+   files (``/run/netns``; see :data:`GUEST_NETNS_DIRS`), brings ``lo`` up
+   with optional extra addresses, ``cd``\\s to *cwd*, runs the command, records its exit status
    in the run directory and powers off;
 4. on the host: streams the guest's output line by line, enforces the
    timeout, and returns the command's exit status.
@@ -77,6 +80,8 @@ __all__ = [
     "DEFAULT_EXTRA_ADDRESSES",
     "DEFAULT_MODULES",
     "DEFAULT_TIMEOUT",
+    "GUEST_NETNS_DIRS",
+    "OPTIONAL_MODULES",
     "UMLBootError",
     "UMLError",
     "UMLTimeout",
@@ -100,6 +105,11 @@ KEEP_ENV = "RSERPOOL_UML_KEEP"              # 1: keep the run directory
 #: inside the guest kernel, which has no network device but ``lo``.
 DEFAULT_EXTRA_ADDRESSES: tuple[str, ...] = ("10.255.0.1/24", "10.255.0.2/24", "10.255.0.3/24")
 DEFAULT_MODULES: tuple[str, ...] = ("ipv6", "hmac", "sctp")
+#: Modules loaded too when the UML module tree has them (``veth`` and
+#: ``bridge``, which pulls in ``llc`` and ``stp``: network namespaces linked
+#: by a bridge, :mod:`rserpool.testing.netns`); a missing or failing one is
+#: only noted in the guest log.
+OPTIONAL_MODULES: tuple[str, ...] = ("veth", "bridge")
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MEM = "1G"
 
@@ -114,6 +124,13 @@ _PASS_NAMES = frozenset({
 _SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 #: Host directories the guest replaces by its own tmpfs.
 GUEST_TMPFS = ("/tmp", "/dev/shm")
+#: Where ``ip netns add`` may keep its namespace files (iproute2 uses
+#: ``/run/netns``, older builds ``/var/run/netns``).  On the hostfs root these
+#: are the *host's* directories, so the guest mounts a tmpfs of its own
+#: there first (or, when a directory is missing, on its parent, so that
+#: nothing is created on the host): a namespace made in the guest never
+#: leaves a file on the host.
+GUEST_NETNS_DIRS = ("/run/netns", "/var/run/netns")
 #: Guest-only directory (HOME, the modprobe wrapper).
 GUEST_PRIVATE = "/dev/.rserpool-uml"
 _UML_CANDIDATES = ("linux.uml", "linux")
@@ -213,6 +230,23 @@ def module_dir(kernel: Path) -> Path | None:
         if (cand / "modules.dep").is_file():
             return cand
     return None
+
+
+def _module_present(mods: Path, name: str) -> bool:
+    """True if the module tree *mods* has module *name* (per ``modules.dep``)."""
+    wanted = {f"{name}.ko", f"{name.replace('_', '-')}.ko", f"{name.replace('-', '_')}.ko"}
+    try:
+        text = Path(mods, "modules.dep").read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        path = line.split(":", 1)[0]
+        base = os.path.basename(path)
+        for ext in (".xz", ".zst", ".gz"):
+            base = base.removesuffix(ext)
+        if base in wanted:
+            return True
+    return False
 
 
 def _parse_size(text: str) -> int:
@@ -399,7 +433,7 @@ def _auto_shares(argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> set[s
 
 def _init_script(*, run_dir: str, token: str, cwd: str, argv: Sequence[str],
                  modules: Sequence[str], mods_dir: str, addresses: Sequence[str],
-                 shares: Sequence[str]) -> str:
+                 shares: Sequence[str], optional_modules: Sequence[str] = ()) -> str:
     q = shlex.quote
     lines = [
         "#!/bin/sh",
@@ -435,8 +469,20 @@ def _init_script(*, run_dir: str, token: str, cwd: str, argv: Sequence[str],
     for module in modules:
         lines.append(f'"$PRIV/modprobe" {q(module)} 2>&3'
                      f" || failed=\"$failed {module}\"")
+    for module in optional_modules:
+        lines.append(f'"$PRIV/modprobe" {q(module)} 2>&3'
+                     f" || echo 'optional module '{q(module)}' not loaded' >&3")
     lines += [
         '[ -z "$failed" ] || say "modprobe failed:$failed (see $RUN/guest.log)"',
+        # Network namespace files on a guest tmpfs, never on the host's /run.
+        f"for d in {' '.join(q(d) for d in GUEST_NETNS_DIRS)}; do",
+        '  real=$(readlink -f "$d") || continue',
+        '  if [ -d "$real" ]; then target=$real; else target=$(dirname "$real"); fi',
+        '  [ -d "$target" ] && [ "$target" != / ] || continue',
+        '  mountpoint -q "$target" 2>/dev/null && grep -q " $target tmpfs " /proc/mounts && continue',
+        '  mount -t tmpfs -o mode=755 tmpfs "$target" 2>&3 && mkdir -p "$real"'
+        " || say \"cannot mount a tmpfs on $target (ip netns unsafe)\"",
+        "done",
         "ip link set lo up",
     ]
     for addr in addresses:
@@ -485,6 +531,7 @@ def run_in_uml(
     timeout: float = DEFAULT_TIMEOUT,
     extra_addresses: Iterable[str] = (),
     modules: Sequence[str] = DEFAULT_MODULES,
+    optional_modules: Sequence[str] = OPTIONAL_MODULES,
     mem: str = DEFAULT_MEM,
     share: Iterable[str | os.PathLike[str]] = (),
     output: LineSink | None = None,
@@ -499,6 +546,8 @@ def run_in_uml(
     *extra_addresses* are ``ADDR/PREFIX`` strings added to ``lo`` (IPv6
     ones with ``nodad``).  *share* lists host directories under ``/tmp`` or
     ``/dev/shm`` that the guest must see (its own ``/tmp`` is a tmpfs).
+    *optional_modules* are loaded after *modules*, those of them that the
+    UML module tree has (a failure is only noted in the guest log).
 
     Raises :class:`UMLUnavailable`, :class:`UMLBootError` or
     :class:`UMLTimeout` (all :class:`UMLError`) when the command's status
@@ -529,6 +578,8 @@ def run_in_uml(
         script = _init_script(
             run_dir=run_dir, token=token, cwd=work_dir, argv=argv, modules=modules,
             mods_dir=str(mods), addresses=addresses, shares=sorted(shares),
+            optional_modules=[m for m in optional_modules if m not in modules
+                              and _module_present(mods, m)],
         )
         init = Path(run_dir, "init")
         init.write_text(script)

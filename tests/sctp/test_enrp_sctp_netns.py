@@ -1,0 +1,448 @@
+"""ENRP over kernel SCTP across network namespaces, inside User-Mode Linux.
+
+The SCTP counterpart of ``tests/netns/test_enrp_netns.py``: every party is
+a real process in its own network namespace (:mod:`rserpool.testing.netns`,
+one bridge in a switch namespace, a veth per host), and every association
+between them is a real kernel SCTP association (PPID 11 for ASAP, 12 for
+ENRP) of the UML guest kernel that :mod:`rserpool.testing.pytest_sctp` runs
+the ``sctp`` tests in.  The guest loads ``veth`` and ``bridge`` and mounts a
+tmpfs of its own on ``/run/netns`` (:mod:`rserpool.testing.uml`), so the
+namespaces never leave a trace on the host.
+
+* ``rserpool registrar --transport sctp`` (ASAP and ENRP over SCTP only),
+  one per namespace, finding each other by ENRP Presence multicast (UDP) and
+  then associating over SCTP;
+* PE swarms (``python -m rserpool.testing.swarm --transport sctp``) in
+  namespaces of their own, driven over a stdin pipe;
+* ``rserpool hsdump --transport sctp --json`` run in each registrar's
+  namespace to compare the handlespaces.
+
+Evidence:
+
+1. three registrars (found by multicast) and 500 PEs (100 + 100 + 300):
+   every registrar holds the same PEs, homes and per-owner checksums;
+   ``kill -9`` of the registrar owning 300: exactly one survivor wins the
+   takeover, every PE acknowledges its new home there, none is lost or
+   duplicated; the time from the kill to the last re-home is printed;
+2. a partition (R1 + R2 | R3) with registrations, deregistrations and PE
+   deaths on both sides, then the heal: the three registrars converge on one
+   handlespace, with no ghost and no lost PE.
+
+Sizes are kept small (UML runs every guest process on one virtual CPU);
+run with ``-s`` (``scripts/uml/run -- python -m pytest -s tests/sctp/test_enrp_sctp_netns.py``)
+to see the measured figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Iterable
+
+import pytest
+
+from rserpool.testing import netns
+
+pytestmark = pytest.mark.sctp
+
+RSERPOOL = [sys.executable, "-m", "rserpool"]
+ASAP_PORT = 3863
+ENRP_PORT = 9901
+POOL = "EnrpSctpNetnsPool"
+R1, R2, R3 = 0x000000A1, 0x000000B2, 0x000000C3
+#: ENRP and ASAP timers of the takeover test (the issue's figures).
+FAST = ("--peer-heartbeat-interval", "1", "--peer-max-time-last-heard", "2",
+        "--peer-max-time-no-response", "1", "--mentor-discovery-timeout", "1",
+        "--takeover-expiry-interval", "3", "--keep-alive-interval", "1",
+        "--keep-alive-timeout", "1")
+
+
+@pytest.fixture
+def network(tmp_path) -> Iterator[netns.Network]:
+    """A :class:`netns.Network` in the UML guest; on a failure the tail of
+    every process's output is printed (it lands in the report)."""
+    netns.require_netns()
+    net = netns.Network(workdir=tmp_path / "net")
+    try:
+        yield net
+    finally:
+        try:
+            net.close()
+        finally:
+            for proc in net.processes:  # the swarms' control pipes
+                if proc.popen.stdin is not None:
+                    with contextlib.suppress(OSError):
+                        proc.popen.stdin.close()
+
+
+@contextlib.contextmanager
+def explained(net: netns.Network) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        print(net.describe(60))
+        raise
+
+
+# --- processes ---------------------------------------------------------------------------
+
+
+def start_registrar(host: netns.Host, rid: int, *extra: str,
+                    timers: Iterable[str] = FAST) -> netns.Process:
+    """``rserpool registrar`` on ``host``: ASAP and ENRP over SCTP only, ENRP
+    Presence multicast on (the discovery), no ASAP announces."""
+    return host.run([*RSERPOOL, "registrar", "--registrar-id", hex(rid),
+                     "--address", host.address, "--asap-port", str(ASAP_PORT),
+                     "--enrp-port", str(ENRP_PORT), "--transport", "sctp", "--no-announce",
+                     *timers, *extra, "-v"], name="registrar")
+
+
+def start_scope(hosts: dict[int, netns.Host], *extra: str,
+                timers: Iterable[str] = FAST) -> dict[int, netns.Process]:
+    procs = {rid: start_registrar(h, rid, *extra, timers=timers) for rid, h in hosts.items()}
+    for rid, proc in procs.items():
+        proc.wait_output(rf"ENRP over SCTP on {re.escape(hosts[rid].address)}:{ENRP_PORT}\b",
+                         timeout=30)
+    for rid, proc in procs.items():
+        proc.wait_output(r"start-up over", timeout=30)
+        for other in procs:
+            if other != rid:
+                proc.wait_output(rf"peer 0x{other:08x} appeared", timeout=30)
+    return procs
+
+
+class Swarm:
+    """``python -m rserpool.testing.swarm --transport sctp`` on a host, driven
+    over its stdin (one JSON answer line per command on stdout)."""
+
+    def __init__(self, host: netns.Host, registrar: netns.Host, count: int, id_base: int, *,
+                 connections: int = 4, name: str = "swarm", timeout: float = 40.0) -> None:
+        self.host = host
+        self.count = count
+        self.ids = set(range(id_base, id_base + count))
+        argv = [sys.executable, "-m", "rserpool.testing.swarm",
+                "--registrar", f"{registrar.address}:{ASAP_PORT}", "--pool", POOL,
+                "--count", str(count), "--connections", str(connections),
+                "--id-base", str(id_base), "--transport", "sctp",
+                "--local-address", host.address, "--register-timeout", str(timeout)]
+        self.proc = _run_with_pipe(host, argv, name)
+        self._answered = 0
+        self.ready = self._next(timeout + 15)
+        assert self.ready.get("ready") is True, f"{self.ready}\n{self.proc.describe()}"
+        assert self.ready["count"] == count and self.ready["transport"] == "sctp"
+
+    def _next(self, timeout: float) -> dict[str, Any]:
+        def answer() -> str | None:
+            lines = [ln for ln in self.proc.stdout().split("\n")[:-1] if ln.startswith("{")]
+            if len(lines) > self._answered:
+                return lines[self._answered]
+            if not self.proc.alive:
+                raise netns.NetnsError("the swarm exited\n" + self.proc.describe())
+            return None
+        line = netns.wait_until(answer, timeout=timeout, interval=0.05,
+                                message=lambda: "swarm answer\n" + self.proc.describe())
+        self._answered += 1
+        return json.loads(line)
+
+    def command(self, line: str, timeout: float = 30.0) -> dict[str, Any]:
+        stdin = self.proc.popen.stdin
+        assert stdin is not None
+        stdin.write(line.encode() + b"\n")
+        stdin.flush()
+        return self._next(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return self.command("stats")
+
+    def alive_ids(self) -> set[int]:
+        return set(self.command("ids")["alive"])
+
+
+def _run_with_pipe(host: netns.Host, argv: list[str], name: str) -> netns.Process:
+    """:meth:`netns.Host.run` with stdin a pipe (the process joins the
+    network's process list: teardown stops it, failures show its output)."""
+    net = host.network
+    seq = sum(1 for p in net.processes if p.name == name and p.host is host)
+    label = f"{host.name}-{name}" + (f"-{seq}" if seq else "")
+    out, err = net.workdir / f"{label}.out", net.workdir / f"{label}.err"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        popen = subprocess.Popen(host.command(argv), stdin=subprocess.PIPE, stdout=stdout,
+                                 stderr=stderr, env=env, start_new_session=True)
+    proc = netns.Process(host, name, argv, popen, out, err)
+    host.processes.append(proc)
+    net.processes.append(proc)
+    return proc
+
+
+# --- looking at registrars ---------------------------------------------------------------
+
+
+def hsdump_all(hosts: list[netns.Host]) -> list[dict[str, Any]]:
+    """``rserpool hsdump --json --transport sctp`` of the registrar on each of
+    ``hosts``, run in that host's namespace (all at once)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    procs = [subprocess.Popen(h.command([*RSERPOOL, "hsdump", f"{h.address}:{ENRP_PORT}",
+                                         "--json", "--transport", "sctp", "--timeout", "10"]),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, env=env) for h in hosts]
+    dumps = []
+    for host, proc in zip(hosts, procs):
+        out, err = proc.communicate(timeout=60)
+        if proc.returncode != 0:
+            raise netns.NetnsError(f"hsdump of {host.name} exited with {proc.returncode}:\n"
+                                   f"{out.decode(errors='replace')}{err.decode(errors='replace')}")
+        dumps.append(json.loads(out))
+    return dumps
+
+
+def elements(dump: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(pool, PE ID, home) of every PE in a dump, duplicates kept."""
+    return [(pool["pool_handle"], pe["identifier"], pe["home_registrar"])
+            for pool in dump["pools"] for pe in pool["elements"]]
+
+
+def owner_checksums(dump: dict[str, Any]) -> dict[int, tuple[int, int]]:
+    """{home registrar: (PEs, checksum)} of the owners of at least one PE."""
+    return {c["home_registrar"]: (c["elements"], c["checksum"]) for c in dump["checksums"]
+            if c["elements"]}
+
+
+def same_handlespace(hosts: list[netns.Host]) -> tuple[bool, list[dict[str, Any]]]:
+    dumps = hsdump_all(hosts)
+    tables = [sorted(elements(d)) for d in dumps]
+    sums = [owner_checksums(d) for d in dumps]
+    ok = all(t == tables[0] for t in tables) and all(s == sums[0] for s in sums) and all(
+        d["checksum_match"] in (True, None) for d in dumps)
+    return ok, dumps
+
+
+def wait_same_handlespace(hosts: list[netns.Host], timeout: float,
+                          check: Any = None) -> list[dict[str, Any]]:
+    """Poll until the registrars on ``hosts`` agree (and ``check(dumps)``)."""
+    last: list[Any] = []
+
+    def done() -> list[dict[str, Any]] | None:
+        ok, dumps = same_handlespace(hosts)
+        last[:] = dumps
+        return dumps if ok and (check is None or check(dumps)) else None
+
+    return netns.wait_until(done, timeout=timeout, interval=0.5, message=lambda: (
+        "registrars agree: " + "; ".join(
+            f"0x{d['registrar_id']:08x}: {d['element_count']} PEs, checksums "
+            f"{ {hex(k): v for k, v in owner_checksums(d).items()} }" for d in last)))
+
+
+def log_lines(proc: netns.Process, pattern: str) -> list[re.Match[str]]:
+    return list(re.finditer(pattern, proc.output(), re.MULTILINE))
+
+
+def _sctp_associations() -> int:
+    """Established SCTP associations of the namespace this test runs in
+    (none: every association is inside the test's namespaces)."""
+    try:
+        return max(0, len(Path("/proc/net/sctp/assocs").read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+# --- 1. same handlespace, then a takeover after kill -9 ------------------------------------
+
+
+def test_sctp_registrars_in_namespaces_agree_and_one_survivor_takes_over(network):
+    """R1, R2, R3 (found by multicast, ENRP over SCTP) with 100, 100 and 300
+    PEs; all three hold the same 500 PEs, homes and checksums.  R3 is killed
+    (``kill -9``: the kernel aborts its associations): exactly one survivor
+    wins, all 300 PEs re-home there, none lost or duplicated."""
+    start = time.monotonic()
+    with explained(network):
+        regs = {rid: network.add_host(f"r{n}") for n, rid in enumerate((R1, R2, R3), 1)}
+        pes = {rid: network.add_host(f"pe{n}") for n, rid in enumerate((R1, R2, R3), 1)}
+        procs = start_scope(regs)
+        assert not any("--peer" in p.argv for p in procs.values())
+        assert any(log_lines(p, r"peer 0x[0-9a-f]{8} appeared \(multicast\)")
+                   for p in procs.values())
+        mesh = time.monotonic()
+        sizes = {R1: 100, R2: 100, R3: 300}
+        swarms = {rid: Swarm(pes[rid], regs[rid], sizes[rid], 100_000 * n + 1)
+                  for n, rid in enumerate((R1, R2, R3), 1)}
+        total = sum(sizes.values())
+        everything = set().union(*(s.ids for s in swarms.values()))
+        assert len(everything) == total
+
+        # (a) the same PEs, homes and checksums at every registrar
+        dumps = wait_same_handlespace(list(regs.values()), 40,
+                                      lambda ds: all(len(elements(d)) == total for d in ds))
+        agreed = time.monotonic()
+        for dump in dumps:
+            table = elements(dump)
+            assert len(table) == len({(p, i) for p, i, _ in table}) == total
+            for rid, swarm in swarms.items():
+                assert {i for _, i, h in table if h == rid} == swarm.ids
+            sums = owner_checksums(dump)
+            assert {k: n for k, (n, _) in sums.items()} == sizes
+            assert dump["checksum_match"] is True
+            assert sums[dump["registrar_id"]][1] == dump["reported_checksum"]
+        assert _sctp_associations() == 0  # nothing in the test's own namespace
+
+        # every swarm knows its home (learned from the first keep-alive)
+        def homes_known() -> bool:
+            return all(s.stats()["homes"] == {f"0x{rid:08x}": sizes[rid]}
+                       for rid, s in swarms.items())
+        netns.wait_until(homes_known, 15, 0.3, "every swarm knows its home")
+
+        # (b) kill -9 of R3, owner of 300
+        victim, count = R3, sizes[R3]
+        survivors = {R1: regs[R1], R2: regs[R2]}
+        killed_at = time.time()
+        assert procs[victim].kill() == -9
+        answer = swarms[victim].command(f"rehome-wait {count} 30", timeout=45)
+        assert answer["reached"], answer
+        first = answer["first_rehome_wall"] - killed_at
+        last = answer["last_rehome_wall"] - killed_at
+
+        won = {rid: log_lines(procs[rid], rf"takeover of 0x{victim:08x} won: (\d+) PEs")
+               for rid in survivors}
+        winners = [rid for rid, lines in won.items() if lines]
+        assert len(winners) == 1 and len(won[winners[0]]) == 1, won
+        winner = winners[0]
+        loser = R2 if winner == R1 else R1
+        assert int(won[winner][0].group(1)) == count
+        assert log_lines(procs[loser], rf"takeover of 0x{victim:08x} left to 0x{winner:08x}"), \
+            procs[loser].describe()
+        procs[winner].wait_output(
+            r"PE\(s\) taken over acknowledged their new home \(0 to go\)", timeout=15)
+        stats = swarms[victim].stats()
+        assert stats["homes"] == {f"0x{winner:08x}": count}, stats
+        assert stats["alive"] == count and stats["rehomed"] == count, stats
+        assert stats["rehome_events"] == count and stats["homeless"] == 0, stats
+        assert stats["inbound_associations"] >= 1, stats  # the winner associated to the PEs
+        for rid in (R1, R2):
+            assert swarms[rid].stats()["rehomed"] == 0
+
+        # none lost or duplicated: both survivors hold the 500, R3's at the winner
+        expected = sorted([(POOL, i, winner) for i in swarms[victim].ids]
+                          + [(POOL, i, rid) for rid in (R1, R2) for i in swarms[rid].ids])
+        dumps = wait_same_handlespace(list(survivors.values()), 20,
+                                      lambda ds: all(sorted(elements(d)) == expected for d in ds))
+        for dump in dumps:
+            sums = owner_checksums(dump)
+            assert set(sums) == {R1, R2}
+            assert sums[winner][0] == sizes[winner] + count
+        fresh = swarms[victim].command("fresh 3")
+        assert fresh["fresh"] == count, fresh
+        assert all(procs[rid].alive for rid in survivors)
+
+    print(f"\nSCTP in namespaces (UML): 3 registrars meshed {mesh - start:.1f} s after the "
+          f"first host was made; {total} PEs registered and agreed by all three "
+          f"{agreed - mesh:.1f} s later; kill -9 of 0x{victim:08x} ({count} PEs): 0x{winner:08x} "
+          f"won, first PE re-homed {first:.2f} s, last {last:.2f} s after the kill "
+          f"(heartbeat 1 s, max-time-last-heard 2 s, max-time-no-response 1 s); "
+          f"test {time.monotonic() - start:.1f} s")
+    assert 0 < first <= last < 10, (first, last)
+
+
+# --- 2. a partition, and the heal ----------------------------------------------------------
+
+PARTITION_SECONDS = 12.0
+HEARTBEAT = 1.0
+#: Each side declares the other dead (max-time-last-heard 3 s + max-time-no-
+#: response 1 s) and starts taking its PEs over; the H-bit keep-alives cannot
+#: cross the cut.  After the heal the registrars hear each other's multicast
+#: Presences again and the checksum audit repairs the handlespaces.
+PARTITION_TIMERS = ("--peer-heartbeat-interval", str(HEARTBEAT), "--mentor-discovery-timeout",
+                    "1", "--peer-max-time-last-heard", "3", "--peer-max-time-no-response", "1",
+                    "--takeover-expiry-interval", "3", "--keep-alive-interval", "1",
+                    "--keep-alive-timeout", "1")
+
+
+def test_sctp_partition_with_changes_on_both_sides_converges_after_the_heal(network):
+    """R1 + R2 with their PE hosts | R3 with its PE host, for 12 s.  During
+    the cut, on both sides: new PEs register, PEs deregister, PEs die
+    silently (keep-alive timeout) and a whole swarm is killed (associations
+    aborted).  After the heal the three registrars hold one handlespace:
+    every live PE at its original home, none of the gone ones."""
+    start = time.monotonic()
+    with explained(network):
+        regs = {rid: network.add_host(f"r{n}") for n, rid in enumerate((R1, R2, R3), 1)}
+        pes = {rid: network.add_host(f"pe{n}") for n, rid in enumerate((R1, R2, R3), 1)}
+        procs = start_scope(regs, timers=PARTITION_TIMERS)
+        old = {rid: Swarm(pes[rid], regs[rid], 40, 4_000_001 + 10_000 * n, name="old",
+                          connections=2) for n, rid in enumerate((R1, R2, R3))}
+        wait_same_handlespace(list(regs.values()), 30,
+                              lambda ds: all(len(elements(d)) == 120 for d in ds))
+        swarms: list[tuple[int, Swarm]] = list(old.items())
+
+        network.partition([regs[R1], regs[R2], pes[R1], pes[R2]], [regs[R3], pes[R3]])
+        cut = time.monotonic()
+        try:
+            new_a = Swarm(pes[R1], regs[R1], 15, 4_100_001, connections=1, name="new")
+            new_b = Swarm(pes[R3], regs[R3], 15, 4_200_001, connections=1, name="new")
+            doomed = Swarm(pes[R3], regs[R3], 10, 4_300_001, connections=1, name="doomed")
+            swarms += [(R1, new_a), (R3, new_b)]
+            gone: set[int] = set()
+            gone |= set(old[R1].command("dereg 5")["deregistered"])
+            gone |= set(old[R3].command("dereg 5")["deregistered"])
+            gone |= set(new_b.command("dereg 3")["deregistered"])
+            gone |= set(old[R2].command("drop 5")["dropped"])
+            gone |= set(old[R3].command("drop 4")["dropped"])
+            gone |= set(new_a.command("drop 2")["dropped"])
+            assert doomed.proc.kill() == -9
+            gone |= doomed.ids
+            assert len(gone) == 5 + 5 + 3 + 5 + 4 + 2 + 10
+
+            # each registrar sees the changes of its own PEs (the dropped
+            # ones time out after 1 + 1 s)
+            def own_tables_right() -> bool:
+                for rid, dump in zip(regs, hsdump_all(list(regs.values()))):
+                    alive = {i for home, s in swarms if home == rid for i in s.alive_ids()}
+                    if {i for _, i, h in elements(dump) if h == rid} != alive:
+                        return False
+                return True
+            netns.wait_until(own_tables_right, 20, 0.5, "each registrar's own PEs right")
+            during = {rid: (d["element_count"], len({i for _, i, _ in elements(d)} & gone))
+                      for rid, d in zip(regs, hsdump_all(list(regs.values())))}
+            time.sleep(max(0.0, PARTITION_SECONDS - (time.monotonic() - cut)))
+        finally:
+            network.heal()
+        healed = time.monotonic()
+
+        expected = sorted((POOL, i, home) for home, swarm in swarms for i in swarm.alive_ids())
+        assert len(expected) == 120 + 30 - len(gone) + len(doomed.ids)
+        assert not {i for _, i, _ in expected} & gone
+        dumps = wait_same_handlespace(list(regs.values()), 45,
+                                      lambda ds: all(sorted(elements(d)) == expected for d in ds))
+        converged = time.monotonic() - healed
+        assert set(owner_checksums(dumps[0])) == {R1, R2, R3}
+        # and it stays so for three more heartbeats
+        time.sleep(3 * HEARTBEAT)
+        ok, later = same_handlespace(list(regs.values()))
+        assert ok and all(sorted(elements(d)) == expected for d in later), [
+            (hex(d["registrar_id"]), d["element_count"]) for d in later]
+        # every live PE is kept alive by its home registrar
+        for _home, swarm in swarms:
+            stats = swarm.stats()
+            assert stats["homeless"] == 0, stats
+            fresh = swarm.command("fresh 3")
+            assert fresh["fresh"] == stats["alive"], fresh
+        assert all(p.alive for p in procs.values())
+        logs = {rid: "\n".join(m.group(0) for m in log_lines(
+            procs[rid], r"^.*(takeover of|peer 0x[0-9a-f]{8} (appeared|lost|unreachable)|audit).*$"))
+            for rid in regs}
+        rehomed = {f"{s.host.name}/{s.proc.name}": s.stats()["rehomed"] for _, s in swarms}
+
+    print(f"\nSCTP partition in namespaces (UML): {healed - cut:.1f} s cut (R1+R2 | R3), "
+          f"{len(gone)} PEs gone and 30 registered during it, {len(expected)} live PEs; "
+          f"the 3 registrars agree {converged:.1f} s after the heal; "
+          f"(PEs, gone still listed) during the cut: "
+          f"{ {hex(k): v for k, v in during.items()} }; PEs re-homed per swarm: {rehomed}; "
+          f"test {time.monotonic() - start:.1f} s")
+    for rid, text in logs.items():
+        print(f"  0x{rid:08x}:\n    " + text.replace("\n", "\n    "))
