@@ -36,10 +36,6 @@ to see the measured figures.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import re
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -48,7 +44,8 @@ from typing import Any, Iterable
 
 import pytest
 
-from rserpool.testing import netns
+from rserpool.testing import netns, scope
+from rserpool.testing.scope import elements, log_lines, owner_checksums
 
 pytestmark = pytest.mark.sctp
 
@@ -91,157 +88,41 @@ def explained(net: netns.Network) -> Iterator[None]:
         raise
 
 
-# --- processes ---------------------------------------------------------------------------
-
-
-def start_registrar(host: netns.Host, rid: int, *extra: str,
-                    timers: Iterable[str] = FAST) -> netns.Process:
-    """``rserpool registrar`` on ``host``: ASAP and ENRP over SCTP only, ENRP
-    Presence multicast on (the discovery), no ASAP announces."""
-    return host.run([*RSERPOOL, "registrar", "--registrar-id", hex(rid),
-                     "--address", host.address, "--asap-port", str(ASAP_PORT),
-                     "--enrp-port", str(ENRP_PORT), "--transport", "sctp", "--no-announce",
-                     *timers, *extra, "-v"], name="registrar")
+# --- processes and dumps: rserpool.testing.scope, over SCTP ----------------------------------
 
 
 def start_scope(hosts: dict[int, netns.Host], *extra: str,
                 timers: Iterable[str] = FAST) -> dict[int, netns.Process]:
-    procs = {rid: start_registrar(h, rid, *extra, timers=timers) for rid, h in hosts.items()}
+    """A registrar (ASAP and ENRP over SCTP only) on each host, meshed."""
+    procs = {rid: scope.start_registrar(h, rid, *extra, "-v", transport="sctp", timers=timers)
+             for rid, h in hosts.items()}
     for rid, proc in procs.items():
-        proc.wait_output(rf"ENRP over SCTP on {re.escape(hosts[rid].address)}:{ENRP_PORT}\b",
-                         timeout=30)
-    for rid, proc in procs.items():
-        proc.wait_output(r"start-up over", timeout=30)
-        for other in procs:
-            if other != rid:
-                proc.wait_output(rf"peer 0x{other:08x} appeared", timeout=30)
+        scope.wait_listening(proc, hosts[rid], "sctp")
+    scope.wait_mesh(procs)
     return procs
 
 
-class Swarm:
-    """``python -m rserpool.testing.swarm --transport sctp`` on a host, driven
-    over its stdin (one JSON answer line per command on stdout)."""
+class Swarm(scope.Swarm):
+    """An SCTP PE swarm in pool :data:`POOL`."""
 
-    def __init__(self, host: netns.Host, registrar: netns.Host, count: int, id_base: int, *,
-                 connections: int = 4, name: str = "swarm", timeout: float = 40.0) -> None:
-        self.host = host
-        self.count = count
-        self.ids = set(range(id_base, id_base + count))
-        argv = [sys.executable, "-m", "rserpool.testing.swarm",
-                "--registrar", f"{registrar.address}:{ASAP_PORT}", "--pool", POOL,
-                "--count", str(count), "--connections", str(connections),
-                "--id-base", str(id_base), "--transport", "sctp",
-                "--local-address", host.address, "--register-timeout", str(timeout)]
-        self.proc = _run_with_pipe(host, argv, name)
-        self._answered = 0
-        self.ready = self._next(timeout + 15)
-        assert self.ready.get("ready") is True, f"{self.ready}\n{self.proc.describe()}"
-        assert self.ready["count"] == count and self.ready["transport"] == "sctp"
-
-    def _next(self, timeout: float) -> dict[str, Any]:
-        def answer() -> str | None:
-            lines = [ln for ln in self.proc.stdout().split("\n")[:-1] if ln.startswith("{")]
-            if len(lines) > self._answered:
-                return lines[self._answered]
-            if not self.proc.alive:
-                raise netns.NetnsError("the swarm exited\n" + self.proc.describe())
-            return None
-        line = netns.wait_until(answer, timeout=timeout, interval=0.05,
-                                message=lambda: "swarm answer\n" + self.proc.describe())
-        self._answered += 1
-        return json.loads(line)
-
-    def command(self, line: str, timeout: float = 30.0) -> dict[str, Any]:
-        stdin = self.proc.popen.stdin
-        assert stdin is not None
-        stdin.write(line.encode() + b"\n")
-        stdin.flush()
-        return self._next(timeout)
-
-    def stats(self) -> dict[str, Any]:
-        return self.command("stats")
-
-    def alive_ids(self) -> set[int]:
-        return set(self.command("ids")["alive"])
-
-
-def _run_with_pipe(host: netns.Host, argv: list[str], name: str) -> netns.Process:
-    """:meth:`netns.Host.run` with stdin a pipe (the process joins the
-    network's process list: teardown stops it, failures show its output)."""
-    net = host.network
-    seq = sum(1 for p in net.processes if p.name == name and p.host is host)
-    label = f"{host.name}-{name}" + (f"-{seq}" if seq else "")
-    out, err = net.workdir / f"{label}.out", net.workdir / f"{label}.err"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        popen = subprocess.Popen(host.command(argv), stdin=subprocess.PIPE, stdout=stdout,
-                                 stderr=stderr, env=env, start_new_session=True)
-    proc = netns.Process(host, name, argv, popen, out, err)
-    host.processes.append(proc)
-    net.processes.append(proc)
-    return proc
-
-
-# --- looking at registrars ---------------------------------------------------------------
+    def __init__(self, host: netns.Host, registrar: netns.Host, count: int, id_base: int,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("timeout", 40.0)
+        super().__init__(host, registrar, count, id_base, pool=POOL, transport="sctp",
+                         **kwargs)
 
 
 def hsdump_all(hosts: list[netns.Host]) -> list[dict[str, Any]]:
-    """``rserpool hsdump --json --transport sctp`` of the registrar on each of
-    ``hosts``, run in that host's namespace (all at once)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    procs = [subprocess.Popen(h.command([*RSERPOOL, "hsdump", f"{h.address}:{ENRP_PORT}",
-                                         "--json", "--transport", "sctp", "--timeout", "10"]),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL, env=env) for h in hosts]
-    dumps = []
-    for host, proc in zip(hosts, procs):
-        out, err = proc.communicate(timeout=60)
-        if proc.returncode != 0:
-            raise netns.NetnsError(f"hsdump of {host.name} exited with {proc.returncode}:\n"
-                                   f"{out.decode(errors='replace')}{err.decode(errors='replace')}")
-        dumps.append(json.loads(out))
-    return dumps
-
-
-def elements(dump: dict[str, Any]) -> list[tuple[str, int, int]]:
-    """(pool, PE ID, home) of every PE in a dump, duplicates kept."""
-    return [(pool["pool_handle"], pe["identifier"], pe["home_registrar"])
-            for pool in dump["pools"] for pe in pool["elements"]]
-
-
-def owner_checksums(dump: dict[str, Any]) -> dict[int, tuple[int, int]]:
-    """{home registrar: (PEs, checksum)} of the owners of at least one PE."""
-    return {c["home_registrar"]: (c["elements"], c["checksum"]) for c in dump["checksums"]
-            if c["elements"]}
+    return scope.hsdump_all(hosts, "sctp")
 
 
 def same_handlespace(hosts: list[netns.Host]) -> tuple[bool, list[dict[str, Any]]]:
-    dumps = hsdump_all(hosts)
-    tables = [sorted(elements(d)) for d in dumps]
-    sums = [owner_checksums(d) for d in dumps]
-    ok = all(t == tables[0] for t in tables) and all(s == sums[0] for s in sums) and all(
-        d["checksum_match"] in (True, None) for d in dumps)
-    return ok, dumps
+    return scope.same_handlespace(hosts, "sctp")
 
 
 def wait_same_handlespace(hosts: list[netns.Host], timeout: float,
                           check: Any = None) -> list[dict[str, Any]]:
-    """Poll until the registrars on ``hosts`` agree (and ``check(dumps)``)."""
-    last: list[Any] = []
-
-    def done() -> list[dict[str, Any]] | None:
-        ok, dumps = same_handlespace(hosts)
-        last[:] = dumps
-        return dumps if ok and (check is None or check(dumps)) else None
-
-    return netns.wait_until(done, timeout=timeout, interval=0.5, message=lambda: (
-        "registrars agree: " + "; ".join(
-            f"0x{d['registrar_id']:08x}: {d['element_count']} PEs, checksums "
-            f"{ {hex(k): v for k, v in owner_checksums(d).items()} }" for d in last)))
-
-
-def log_lines(proc: netns.Process, pattern: str) -> list[re.Match[str]]:
-    return list(re.finditer(pattern, proc.output(), re.MULTILINE))
+    return scope.wait_same_handlespace(hosts, timeout, check, "sctp")
 
 
 def _sctp_associations() -> int:
