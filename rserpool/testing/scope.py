@@ -166,8 +166,11 @@ def same_handlespace(hosts: list[netns.Host], transport: str = "tcp"
 
 def wait_same_handlespace(hosts: list[netns.Host], timeout: float,
                           check: Callable[[list[dict[str, Any]]], bool] | None = None,
-                          transport: str = "tcp") -> list[dict[str, Any]]:
-    """Poll until :func:`same_handlespace` (and ``check(dumps)``) hold; the dumps."""
+                          transport: str = "tcp", interval: float = 0.5
+                          ) -> list[dict[str, Any]]:
+    """Poll every ``interval`` seconds until :func:`same_handlespace` (and
+    ``check(dumps)``) hold; the dumps.  (Each poll starts one ``hsdump``
+    process per host: on a one-CPU guest poll less often.)"""
     last: list[Any] = []
 
     def done() -> list[dict[str, Any]] | None:
@@ -175,7 +178,7 @@ def wait_same_handlespace(hosts: list[netns.Host], timeout: float,
         last[:] = dumps
         return dumps if ok and (check is None or check(dumps)) else None
 
-    return netns.wait_until(done, timeout=timeout, interval=0.5, message=lambda: (
+    return netns.wait_until(done, timeout=timeout, interval=interval, message=lambda: (
         "registrars agree: " + "; ".join(
             f"0x{d['registrar_id']:08x}: {d['element_count']} PEs, checksums "
             f"{ {hex(k): v for k, v in owner_checksums(d).items()} }" for d in last)))
