@@ -79,6 +79,21 @@ class Net:
             for b in ids[i + 1:]:
                 self.connect(a, b)
 
+    @classmethod
+    def meshed(cls, hsmod, ids, *, until=5.0, **config):
+        """Cores ``ids``, fully meshed, run until ``until`` (start-up over)."""
+        net = cls(hsmod, **config)
+        for rid in ids:
+            net.add(rid)
+        net.mesh(*ids)
+        net.run_until(until)
+        return net
+
+    def register_range(self, rid, handle, idents, **kw):
+        """:meth:`register` for each identifier in ``idents``."""
+        for ident in idents:
+            self.register(rid, handle, ident, **kw)
+
     def kill(self, rid):
         self.alive.discard(rid)
 
@@ -420,13 +435,8 @@ def test_own_multicast_looped_back_is_silent(hsmod):
 
 
 def test_silent_sync_is_abandoned_and_stale_cursor_restarts(hsmod):
-    net = Net(hsmod, max_elements_per_ht_request=4)
-    for rid in (A, B):
-        net.add(rid)
-    net.mesh(A, B)
-    net.run_until(5.0)
-    for i in range(1, 21):
-        net.register(A, b"P", i)
+    net = Net.meshed(hsmod, (A, B), max_elements_per_ht_request=4)
+    net.register_range(A, b"P", range(1, 21))
     net.run_until(6.0)
     # B asks for a resync but A's responses are lost after the first page.
     pages = []
@@ -449,11 +459,7 @@ def test_silent_sync_is_abandoned_and_stale_cursor_restarts(hsmod):
 
 
 def test_handle_updates_keep_handlespaces_equal(hsmod):
-    net = Net(hsmod)
-    for rid in (A, B, C):
-        net.add(rid)
-    net.mesh(A, B, C)
-    net.run_until(5.0)
+    net = Net.meshed(hsmod, (A, B, C))
     for k, rid in enumerate((A, B, C)):
         for i in range(1, 41):
             net.register(rid, b"pool-%d" % (i % 4), (k + 1) << 16 | i)
@@ -498,13 +504,8 @@ def test_updates_about_our_own_pes_are_ignored(hsmod):
 
 
 def test_audit_repairs_a_lost_add_and_sweeps_a_ghost(hsmod):
-    net = Net(hsmod)
-    for rid in (A, B):
-        net.add(rid)
-    net.mesh(A, B)
-    net.run_until(5.0)
-    for i in range(1, 31):
-        net.register(A, b"P", i)
+    net = Net.meshed(hsmod, (A, B))
+    net.register_range(A, b"P", range(1, 31))
     net.run_until(6.0)
     net.assert_converged(A, B)
     # Lose one ADD and one DEL from A to B.
@@ -541,22 +542,17 @@ def test_audit_repairs_a_lost_add_and_sweeps_a_ghost(hsmod):
 
 
 def test_partition_heals_by_audit(hsmod):
-    net = Net(hsmod, peer_max_time_last_heard=30.0, peer_max_time_no_response=30.0)
-    for rid in (A, B):
-        net.add(rid)
-    net.mesh(A, B)
-    net.run_until(5.0)
-    for i in range(1, 21):
-        net.register(A, b"P", i)
-        net.register(B, b"P", 1000 + i)
+    net = Net.meshed(hsmod, (A, B), peer_max_time_last_heard=30.0,
+                     peer_max_time_no_response=30.0)
+    net.register_range(A, b"P", range(1, 21))
+    net.register_range(B, b"P", range(1001, 1021))
     net.run_until(6.0)
     net.down.add(frozenset((A, B)))
     for i in range(1, 21, 2):
         net.deregister(A, b"P", i)
         net.deregister(B, b"P", 1000 + i)
-    for i in range(50, 60):
-        net.register(A, b"R", i)
-        net.register(B, b"R", 1000 + i)
+    net.register_range(A, b"R", range(50, 60))
+    net.register_range(B, b"R", range(1050, 1060))
     net.run_until(20.0)
     assert net.table(A) != net.table(B)
     net.down.clear()
@@ -569,13 +565,8 @@ def test_partition_heals_by_audit(hsmod):
 
 
 def test_single_survivor_takes_over(hsmod):
-    net = Net(hsmod)
-    for rid in (A, B):
-        net.add(rid)
-    net.mesh(A, B)
-    net.run_until(5.0)
-    for i in range(1, 26):
-        net.register(A, b"P", i)
+    net = Net.meshed(hsmod, (A, B))
+    net.register_range(A, b"P", range(1, 26))
     net.run_until(6.0)
     net.kill(A)
     net.run_until(20.0)
@@ -591,11 +582,7 @@ def test_single_survivor_takes_over(hsmod):
 
 
 def test_two_survivors_exactly_one_wins_lower_id(hsmod):
-    net = Net(hsmod)
-    for rid in (A, B, C):
-        net.add(rid)
-    net.mesh(A, B, C)
-    net.run_until(5.0)
+    net = Net.meshed(hsmod, (A, B, C))
     for i in range(1, 41):
         net.register(A, b"P%d" % (i % 3), i)
     net.run_until(6.0)
@@ -618,13 +605,8 @@ def test_two_survivors_exactly_one_wins_lower_id(hsmod):
 def test_takeover_finishes_without_takeover_server(hsmod):
     """Digest 12 #3: the winner's Takeover Server never arrives (RSPLIB); the
     winner's Handle Updates move the PEs anyway."""
-    net = Net(hsmod)
-    for rid in (A, B, C):
-        net.add(rid)
-    net.mesh(A, B, C)
-    net.run_until(5.0)
-    for i in range(1, 31):
-        net.register(A, b"P", i)
+    net = Net.meshed(hsmod, (A, B, C))
+    net.register_range(A, b"P", range(1, 31))
     net.run_until(6.0)
     net.drop = lambda s, d, data: data[0] == EnrpType.TAKEOVER_SERVER
     net.kill(A)
@@ -638,14 +620,9 @@ def test_takeover_finishes_without_takeover_server(hsmod):
 
 def test_takeover_does_not_wait_for_dead_peers(hsmod):
     """Two registrars die at once; the survivor takes over both."""
-    net = Net(hsmod)
-    for rid in (A, B, C):
-        net.add(rid)
-    net.mesh(A, B, C)
-    net.run_until(5.0)
-    for i in range(1, 11):
-        net.register(A, b"P", i)
-        net.register(C, b"P", 100 + i)
+    net = Net.meshed(hsmod, (A, B, C))
+    net.register_range(A, b"P", range(1, 11))
+    net.register_range(C, b"P", range(101, 111))
     net.run_until(6.0)
     net.kill(A)
     net.kill(C)
@@ -656,13 +633,8 @@ def test_takeover_does_not_wait_for_dead_peers(hsmod):
 
 
 def test_takeover_abandoned_when_an_ack_is_missing(hsmod):
-    net = Net(hsmod)
-    for rid in (A, B, C):
-        net.add(rid)
-    net.mesh(A, B, C)
-    net.run_until(5.0)
-    for i in range(1, 6):
-        net.register(A, b"P", i)
+    net = Net.meshed(hsmod, (A, B, C))
+    net.register_range(A, b"P", range(1, 6))
     net.run_until(6.0)
     # C keeps hearing A (asymmetric failure): C refuses to ack B.
     net.down.add(frozenset((A, B)))
@@ -700,11 +672,7 @@ def test_target_heard_again_cancels_takeover(hsmod):
 
 
 def test_init_takeover_of_ourselves_answers_with_presence(hsmod):
-    net = Net(hsmod)
-    for rid in (A, B):
-        net.add(rid)
-    net.mesh(A, B)
-    net.run_until(5.0)
+    net = Net.meshed(hsmod, (A, B))
     core = net.nodes[A]
     core.pop_sends()
     core.receive(("assoc", B), encode_message(InitTakeover(B, A, A)), net.now)
@@ -716,14 +684,9 @@ def test_init_takeover_of_ourselves_answers_with_presence(hsmod):
 
 
 def hostile_setup(hsmod):
-    net = Net(hsmod)
-    for rid in (A, B):
-        net.add(rid)
-    net.mesh(A, B)
-    net.run_until(5.0)
-    for i in range(1, 11):
-        net.register(B, b"P", i)
-        net.register(A, b"P", 100 + i)
+    net = Net.meshed(hsmod, (A, B))
+    net.register_range(B, b"P", range(1, 11))
+    net.register_range(A, b"P", range(101, 111))
     net.run_until(6.0)
     core = net.nodes[A]
     key = ("assoc", HOSTILE)
@@ -813,8 +776,7 @@ def test_garbage_never_raises(hsmod):
 
 def test_handle_table_request_flood_is_bounded(hsmod):
     net, core, key = hostile_setup(hsmod)
-    for i in range(200, 400):
-        net.register(A, b"Q", i)
+    net.register_range(A, b"Q", range(200, 400))
     core.pop_sends()
     for own in (False, True) * 100:
         core.receive(key, encode_message(HandleTableRequest(HOSTILE, A, own)), net.now)
@@ -910,8 +872,7 @@ def test_second_association_from_another_host_cannot_impersonate_a_live_peer(hsm
     net.nodes[B].peer_connected(("assoc", A), net.now, addresses=("10.0.0.48",))
     net.connected.add(frozenset((A, B)))
     net.run_until(5.0)
-    for i in range(1, 11):
-        net.register(B, b"P", i)
+    net.register_range(B, b"P", range(1, 11))
     net.run_until(6.0)
     assert len(net.table(A)) == 10
     core.peer_connected("evil", net.now, addresses=("10.6.6.6",))
