@@ -187,3 +187,40 @@ def wait_same_handlespace(hosts: list[netns.Host], timeout: float,
 def log_lines(proc: netns.Process, pattern: str) -> list[re.Match[str]]:
     """Matches of ``pattern`` (multi-line) in a process's stdout and stderr."""
     return list(re.finditer(pattern, proc.output(), re.MULTILINE))
+
+
+def churn_during_cut(make_swarm: Callable[..., Swarm], old: dict[int, Swarm],
+                     pes: dict[int, netns.Host], regs: dict[int, netns.Host],
+                     r1: int, r2: int, r3: int, *, new_count: int, new_connections: int
+                     ) -> tuple[list[tuple[int, Swarm]], set[int], Swarm]:
+    """Changes on both sides of a cut ``r1 + r2 | r3``: a new swarm of
+    ``new_count`` PEs at ``r1`` and at ``r3``, deregistrations (5 at r1, 5 and
+    3 at r3), silent deaths (5 at r2, 4 and 2 at r3 and r1) and a swarm of 10
+    at r3 killed.  Returns (the new swarms with their homes, every PE ID gone,
+    the killed swarm)."""
+    new_a = make_swarm(pes[r1], regs[r1], new_count, 4_100_001,
+                       connections=new_connections, name="new")
+    new_b = make_swarm(pes[r3], regs[r3], new_count, 4_200_001,
+                       connections=new_connections, name="new")
+    doomed = make_swarm(pes[r3], regs[r3], 10, 4_300_001, connections=1, name="doomed")
+    gone: set[int] = set()
+    gone |= set(old[r1].command("dereg 5")["deregistered"])
+    gone |= set(old[r3].command("dereg 5")["deregistered"])
+    gone |= set(new_b.command("dereg 3")["deregistered"])
+    gone |= set(old[r2].command("drop 5")["dropped"])
+    gone |= set(old[r3].command("drop 4")["dropped"])
+    gone |= set(new_a.command("drop 2")["dropped"])
+    assert doomed.proc.kill() == -9
+    gone |= doomed.ids
+    assert len(gone) == 5 + 5 + 3 + 5 + 4 + 2 + 10
+    return [(r1, new_a), (r3, new_b)], gone, doomed
+
+
+def own_tables_right(regs: dict[int, netns.Host], swarms: list[tuple[int, Swarm]],
+                     transport: str = "tcp") -> bool:
+    """Does every registrar own exactly the live PEs of the swarms homed at it?"""
+    for rid, dump in zip(regs, hsdump_all(list(regs.values()), transport)):
+        alive = {i for home, s in swarms if home == rid for i in s.alive_ids()}
+        if {i for _, i, h in elements(dump) if h == rid} != alive:
+            return False
+    return True

@@ -648,30 +648,14 @@ def test_a_healed_partition_converges_without_ghosts_or_losses(network, mode):
     network.partition([regs[R1], regs[R2], pes[R1], pes[R2]], [regs[R3], pes[R3]])
     cut = time.monotonic()
     try:
-        new_a = Swarm(pes[R1], regs[R1], 20, 4_100_001, connections=2, name="new")
-        new_b = Swarm(pes[R3], regs[R3], 20, 4_200_001, connections=2, name="new")
-        doomed = Swarm(pes[R3], regs[R3], 10, 4_300_001, connections=1, name="doomed")
-        swarms += [(R1, new_a), (R3, new_b)]
-        gone: set[int] = set()
-        gone |= set(old[R1].command("dereg 5")["deregistered"])
-        gone |= set(old[R3].command("dereg 5")["deregistered"])
-        gone |= set(new_b.command("dereg 3")["deregistered"])
-        gone |= set(old[R2].command("drop 5")["dropped"])
-        gone |= set(old[R3].command("drop 4")["dropped"])
-        gone |= set(new_a.command("drop 2")["dropped"])
-        assert doomed.proc.kill() == -9
-        gone |= doomed.ids
-        assert len(gone) == 5 + 5 + 3 + 5 + 4 + 2 + 10
+        new, gone, doomed = scope.churn_during_cut(Swarm, old, pes, regs, R1, R2, R3,
+                                                        new_count=20, new_connections=2)
+        swarms += new
 
         # each registrar sees the changes of its own PEs (the dropped ones
         # time out after 1 + 1 s); the other side's are hidden by the cut
-        def own_tables_right() -> bool:
-            for rid, dump in zip(regs, hsdump_all(list(regs.values()))):
-                alive = {i for home, s in swarms if home == rid for i in s.alive_ids()}
-                if {i for _, i, h in elements(dump) if h == rid} != alive:
-                    return False
-            return True
-        netns.wait_until(own_tables_right, 25, 0.5, "each registrar's own PEs right")
+        netns.wait_until(lambda: scope.own_tables_right(regs, swarms, "tcp"), 25, 0.5,
+                         "each registrar's own PEs right")
         stale = {rid: len({i for _, i, _ in elements(d)} & gone)
                  for rid, d in zip(regs, hsdump_all(list(regs.values())))}
         if mode == "no-takeover":

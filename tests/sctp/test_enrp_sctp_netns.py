@@ -268,30 +268,14 @@ def test_sctp_partition_with_changes_on_both_sides_converges_after_the_heal(netw
         network.partition([regs[R1], regs[R2], pes[R1], pes[R2]], [regs[R3], pes[R3]])
         cut = time.monotonic()
         try:
-            new_a = Swarm(pes[R1], regs[R1], 15, 4_100_001, connections=1, name="new")
-            new_b = Swarm(pes[R3], regs[R3], 15, 4_200_001, connections=1, name="new")
-            doomed = Swarm(pes[R3], regs[R3], 10, 4_300_001, connections=1, name="doomed")
-            swarms += [(R1, new_a), (R3, new_b)]
-            gone: set[int] = set()
-            gone |= set(old[R1].command("dereg 5")["deregistered"])
-            gone |= set(old[R3].command("dereg 5")["deregistered"])
-            gone |= set(new_b.command("dereg 3")["deregistered"])
-            gone |= set(old[R2].command("drop 5")["dropped"])
-            gone |= set(old[R3].command("drop 4")["dropped"])
-            gone |= set(new_a.command("drop 2")["dropped"])
-            assert doomed.proc.kill() == -9
-            gone |= doomed.ids
-            assert len(gone) == 5 + 5 + 3 + 5 + 4 + 2 + 10
+            new, gone, doomed = scope.churn_during_cut(Swarm, old, pes, regs, R1, R2, R3,
+                                                            new_count=15, new_connections=1)
+            swarms += new
 
             # each registrar sees the changes of its own PEs (the dropped
             # ones time out after 1 + 3 s)
-            def own_tables_right() -> bool:
-                for rid, dump in zip(regs, hsdump_all(list(regs.values()))):
-                    alive = {i for home, s in swarms if home == rid for i in s.alive_ids()}
-                    if {i for _, i, h in elements(dump) if h == rid} != alive:
-                        return False
-                return True
-            netns.wait_until(own_tables_right, 25, 1.5, "each registrar's own PEs right")
+            netns.wait_until(lambda: scope.own_tables_right(regs, swarms, "sctp"), 25, 1.5,
+                             "each registrar's own PEs right")
             during = {rid: (d["element_count"], len({i for _, i, _ in elements(d)} & gone))
                       for rid, d in zip(regs, hsdump_all(list(regs.values())))}
             time.sleep(max(0.0, PARTITION_SECONDS - (time.monotonic() - cut)))
