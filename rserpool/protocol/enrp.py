@@ -121,6 +121,8 @@ MAX_ERROR_INFO = 1024
 MAX_PEERS = 256
 
 _ENRP_HEADER = 12
+#: Offset of the receiving server ID in the ENRP common header.
+_RECEIVER_ID = 8
 #: A multicast Presence proves an association stuck when nothing came over it
 #: since the previous multicast Presence, minus this (seconds; the two copies
 #: of one heartbeat race).
@@ -580,6 +582,8 @@ class EnrpServer:
         """A PE registered or re-registered with us (its home): Handle Update
         ADD to every peer.  ``element``: a handlespace entry or a wire
         PoolElement (with its ASAP transport)."""
+        if not self._peers:
+            return  # a lone registrar: nothing to build
         pe = self._pool_element(element)
         self._broadcast_update(UpdateAction.ADD_PE, pool_handle, pe)
 
@@ -591,6 +595,8 @@ class EnrpServer:
         or a wire PoolElement; the wire format needs a complete one."""
         if element is None:
             raise ValueError("local_deregistered needs the removed PE (entry or PoolElement)")
+        if not self._peers:
+            return
         pe = self._pool_element(element)
         if pe.identifier != identifier:
             pe = pe.replace(identifier=identifier)
@@ -604,18 +610,22 @@ class EnrpServer:
 
     def _broadcast_update(self, action: int, handle: bytes, pe: Any,
                           exclude: int = 0) -> None:
-        for peer in self._peers.values():
-            if peer.key is None or peer.peer_id == exclude:
-                continue
-            try:
-                data = encode_message(HandleUpdate(self.registrar_id, peer.peer_id, action,
-                                                   handle, pe))
-            except (EncodeError, ValueError, TypeError) as exc:
-                enrp_log.warning("cannot encode Handle Update for %r/0x%08x: %s", handle,
-                                 pe.identifier, exc)
-                return
-            self._sends.append((peer.key, data))
-            self.counters["updates_sent"] += 1
+        targets = [p for p in self._peers.values()
+                   if p.key is not None and p.peer_id != exclude]
+        if not targets:
+            return
+        try:
+            data = encode_message(HandleUpdate(self.registrar_id, 0, action, handle, pe))
+        except (EncodeError, ValueError, TypeError) as exc:
+            enrp_log.warning("cannot encode Handle Update for %r/0x%08x: %s", handle,
+                             pe.identifier, exc)
+            return
+        # One encoding; only the receiving server ID (bytes 8-11 of the
+        # common header) differs per peer.
+        head, tail = data[:_RECEIVER_ID], data[_RECEIVER_ID + 4:]
+        for peer in targets:
+            self._sends.append((peer.key, head + peer.peer_id.to_bytes(4, "big") + tail))
+        self.counters["updates_sent"] += len(targets)
 
     # ---- input -------------------------------------------------------------
 

@@ -1031,3 +1031,17 @@ def test_healthy_association_is_kept_while_multicast_also_arrives(hsmod):
     net.run_until(10.0)   # B's Presences come by multicast and over the association
     assert a._peers[B].multicast_heard is not None and a._peers[B].multicast_heard > 5.0
     assert a.peer_keys(B) and a.counters["stale_associations"] == 0
+
+
+def test_handle_update_is_encoded_once_and_addressed_to_each_peer(hsmod):
+    """The copies of one Handle Update differ only in the receiver ID and
+    are byte for byte what encoding it for that peer gives."""
+    net = Net.meshed(hsmod, (A, B, C, D))
+    a = net.nodes[A]
+    a.pop_sends()
+    net.register(A, b"P", 7)
+    sends = a.pop_sends()
+    assert sorted(key[1] for key, _ in sends) == [B, C, D]
+    pe = a._pool_element(a.handlespace.get(b"P", 7))
+    for (_, dst), data in sends:
+        assert data == encode_message(HandleUpdate(A, dst, UpdateAction.ADD_PE, b"P", pe))
