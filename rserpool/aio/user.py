@@ -823,8 +823,8 @@ class Session:
             if not isinstance(exc, (OperationError, NoRegistrarError, OSError)):
                 log.warning("session %r: resolution failed: %r", self.pool_handle, exc)
             if self._core.state in (SessionState.RESOLVING, SessionState.FAILOVER_RESOLVING):
-                self._feed(lambda now: self._core.not_resolved(str(exc) or type(exc).__name__,
-                                                               now))
+                reason = str(exc) or type(exc).__name__  # exc is unbound after the block
+                self._feed(lambda now: self._core.not_resolved(reason, now))
             return
         if self._core.state in (SessionState.RESOLVING, SessionState.FAILOVER_RESOLVING):
             self._feed(lambda now: self._core.resolved(found, now))
