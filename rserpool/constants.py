@@ -8,13 +8,14 @@ the RFCs disagree, the values here are what goes on the wire (see
 
 from __future__ import annotations
 
+import functools
 from enum import IntEnum
 
 __all__ = [
     "AsapType", "EnrpType", "ParamType", "ErrorCause", "PolicyType",
     "TransportUse", "UpdateAction", "PPID", "POLICY_VALUE_NAMES",
     "ASAP_PORT", "ENRP_PORT", "ASAP_ANNOUNCE_GROUP", "ENRP_PRESENCE_GROUP",
-    "MAX_MESSAGE_SIZE", "MAX32", "action_bits",
+    "MAX_MESSAGE_SIZE", "MAX32", "action_bits", "policy_name",
 ]
 
 ASAP_PORT = 3863
@@ -149,6 +150,15 @@ class PolicyType(IntEnum):
     WEIGHTED_RANDOM_DPF = 0xB0002001
     LEAST_USED_DPF = 0xB0002002
     LEAST_USED_DEGRADATION_DPF = 0xB0002003
+
+
+@functools.lru_cache(maxsize=64)
+def policy_name(policy_type: int) -> str:
+    """A policy type's name (``"ROUND_ROBIN"``), or its hex when unknown."""
+    try:
+        return PolicyType(policy_type).name
+    except ValueError:
+        return f"0x{int(policy_type):08x}"
 
 
 #: The 32-bit policy values that follow the policy type on the wire, by name.

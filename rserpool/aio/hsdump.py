@@ -36,7 +36,6 @@ are answered with R=1 / an empty server list, and Handle Updates are ignored.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import random
@@ -45,7 +44,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..constants import POLICY_VALUE_NAMES, PPID, PolicyType
+from ..constants import POLICY_VALUE_NAMES, PPID, policy_name
 from ..errors import RSerPoolError, UnknownMessageError, WireError
 from ..handlespace import fold_checksum, pe_checksum_sum
 from ..protocol.asap_user import transport_name
@@ -120,7 +119,7 @@ def element_dict(pool_handle: bytes, pe: Any) -> dict[str, Any]:
         "identifier_hex": _hex32(pe.identifier), "transport": transport_name(ut),
         "addresses": list(ut.addresses), "port": ut.port,
         "transport_use": int(getattr(ut, "transport_use", 0)),
-        "policy": _policy_name(ptype), "policy_type": ptype,
+        "policy": policy_name(ptype), "policy_type": ptype,
         "policy_values": dict(zip(names, values)) if names else list(values),
         "load": load, "load_percent": None if load is None else 100.0 * load / _M32,
         "weight": pol.weight, "priority": pol.priority,
@@ -129,14 +128,6 @@ def element_dict(pool_handle: bytes, pe: Any) -> dict[str, Any]:
         "home_registrar_hex": _hex32(pe.home_registrar),
         "asap_transport": None if asap is None else _transport_dict(asap),
     }
-
-
-@functools.lru_cache(maxsize=64)
-def _policy_name(policy_type: int) -> str:
-    try:
-        return PolicyType(policy_type).name
-    except ValueError:
-        return f"0x{policy_type:08x}"
 
 
 @dataclass(repr=False)
@@ -264,7 +255,7 @@ class HandlespaceDump:
         first = pes[0]
         ptype = int(first.policy.policy_type)
         return {"pool_handle": _handle_json(handle), "pool_handle_hex": handle.hex(),
-                "policy": _policy_name(ptype), "policy_type": ptype,
+                "policy": policy_name(ptype), "policy_type": ptype,
                 "transport": transport_name(first.user_transport), "element_count": len(pes)}
 
     def _checksum_docs(self) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ import ipaddress
 from typing import Any, Optional
 
 from ..config import RegistrarConfig, parse_peer
-from ..constants import PPID, PolicyType
+from ..constants import PPID, policy_name
 from ..errors import RSerPoolError
 from ..log import RateLimitedLogger, enrp_log, registrar_log
 from ..protocol import enrp as _enrp
@@ -92,10 +92,7 @@ def format_pool_handle(handle: bytes) -> str:
 
 
 def _policy_name(policy: Any) -> str:
-    try:
-        return PolicyType(policy.policy_type).name
-    except ValueError:
-        return f"0x{policy.policy_type:08x}"
+    return policy_name(policy.policy_type)
 
 
 def _transport_text(t: Any) -> str:

@@ -57,7 +57,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, Union
 
-from ..constants import MAX32, POLICY_VALUE_NAMES, PPID, PolicyType, TransportUse
+from ..constants import MAX32, POLICY_VALUE_NAMES, PPID, TransportUse, policy_name
 from ..errors import (
     HandlespaceError,
     LocalProtocolError,
@@ -112,13 +112,6 @@ def transport_name(user_transport: Any) -> str:
     return _TRANSPORT_NAMES.get(type(user_transport), type(user_transport).__name__.lower())
 
 
-def _policy_name(policy_type: int) -> str:
-    try:
-        return PolicyType(policy_type).name
-    except ValueError:
-        return f"0x{int(policy_type):08x}"
-
-
 # ---------------------------------------------------------------------------
 # a selected pool element, as the PU API shows it
 
@@ -161,7 +154,7 @@ class PoolElementInfo:
             pool_handle=bytes(pool_handle), identifier=pe.identifier,
             transport=transport_name(ut), addresses=tuple(ut.addresses), port=ut.port,
             transport_use=int(getattr(ut, "transport_use", TransportUse.DATA_ONLY)),
-            policy=_policy_name(pol.policy_type), policy_type=int(pol.policy_type),
+            policy=policy_name(pol.policy_type), policy_type=int(pol.policy_type),
             policy_values=tuple(pol.values), load=pol.load, weight=pol.weight,
             priority=pol.priority, load_degradation=pol.load_degradation,
             home_registrar=pe.home_registrar, registration_life=pe.registration_life,
