@@ -464,15 +464,17 @@ def test_silent_inbound_links_are_closed_but_the_home_link_is_not(registrar, aru
         chatty = await AsapClient.connect(*pe.asap_addresses[0], local_address=STRANGER)
         # a link that keeps talking (every 0.2 s) stays; the silent one goes
         while loop.time() - t0 < 1.6:
+            last_sent = loop.time()
             chatty.send(EndpointKeepAlive(0x51, HANDLE, pe.identifier))
             assert await chatty.recv() == EndpointKeepAliveAck(HANDLE, pe.identifier)
             await asyncio.sleep(0.2)
         assert silent.closed.is_set() and not chatty.closed.is_set()
         with pytest.raises(ConnectionError):
             await silent.recv(timeout=0.1)
-        t1 = loop.time()
         await asyncio.wait_for(chatty.closed.wait(), 5.0)  # once it falls silent
-        assert loop.time() - t1 >= 0.3
+        # not before the idle timeout (0.5 s) counted from its last message
+        # (the PE received it after last_sent; 0.05 s for float rounding)
+        assert loop.time() - last_sent >= 0.45
         await silent.close()
         await chatty.close()
         # a takeover's inbound link becomes the home link: never idle-closed
