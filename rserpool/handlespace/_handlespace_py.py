@@ -28,7 +28,7 @@ from typing import Any, Hashable, Iterable
 
 from sortedcontainers import SortedList
 
-from ..constants import MAX32, POLICY_VALUE_NAMES, PolicyType
+from ..constants import POLICY_VALUE_NAMES, PolicyType
 from ..errors import (
     DataControlInconsistentError,
     InvalidPoolHandleError,
@@ -42,7 +42,6 @@ from ..errors import (
 from ..wire import (
     DccpTransport,
     PoolElement,
-    PoolPolicy,
     SctpTransport,
     TcpTransport,
     UdpLiteTransport,

@@ -71,7 +71,6 @@ from ..wire import (
     CookieEcho,
     DccpTransport,
     HandleResolutionResponse,
-    PoolElement,
     SctpTransport,
     TcpTransport,
     UdpLiteTransport,

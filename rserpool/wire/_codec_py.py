@@ -1311,9 +1311,9 @@ def decode_message(data: bytes, protocol: str) -> Message:
     :raises WireError: a subclass of it, naming the offset and the reason.
     """
     if protocol == "asap":
-        table, body = _ASAP, 4
+        table = _ASAP
     elif protocol == "enrp":
-        table, body = _ENRP, 12
+        table = _ENRP
     else:
         raise ValueError(f"protocol must be 'asap' or 'enrp', not {protocol!r}")
     if type(data) is not bytes:
