@@ -39,6 +39,7 @@ import asyncio
 import json
 import os
 import random
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -157,6 +158,9 @@ class HandlespaceDump:
     pages: int = 0
     #: Seconds from connecting to the final page.
     elapsed: float = 0.0
+    #: UNIX time (``time.time()``) at which the final page arrived: when the
+    #: snapshot was complete.
+    completed_at: float = 0.0
     elements: dict[tuple[bytes, int], Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # short: a dump may hold millions of PEs
@@ -247,6 +251,7 @@ class HandlespaceDump:
             "sender_id": self.own_id, "sender_id_hex": _hex32(self.own_id),
             "own_children_only": self.own_children_only,
             "pages": self.pages, "elapsed_s": round(self.elapsed, 6),
+            "completed_at": round(self.completed_at, 6),
             "pool_count": pool_count, "element_count": len(self.elements),
         }
 
@@ -495,6 +500,7 @@ async def dump_handlespace(host: str, port: int, *, transport: str = "tcp",
             if not msg.more:
                 break
         dump.elapsed = loop.time() - start
+        dump.completed_at = time.time()
         return dump
     finally:
         channel.on_close = None

@@ -306,6 +306,8 @@ def inner_command(config: pytest.Config, nodeids: list[str]) -> list[str]:
            "--color=no", "-p", "no:cacheprovider", f"--rootdir={config.rootpath}"]
     if config.inipath:
         cmd.append(f"--config-file={config.inipath}")
+    if config.getoption("capture", "fd") == "no":   # -s: the tests' prints stream too
+        cmd.append("-s")
     return cmd + ["--", *nodeids]
 
 

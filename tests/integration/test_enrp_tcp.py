@@ -161,7 +161,9 @@ def test_takeover_of_a_dead_registrar(arun):
             assert table(regs[0]) == {(b"svc", 1000 + i, A) for i in range(20)}
             won = [r.enrp.counters["takeovers_won"] for r in survivors]
             assert won == [1, 0]
-            assert regs[0].core.counters["adopted"] == 20 and regs[0].core.adopting() == 0
+            # a PE is homed at A once it has sent its ack; A counts it once read
+            await until(lambda: regs[0].core.counters["adopted"] == 20
+                        and regs[0].core.adopting() == 0, 10, "A read every PE's ack")
             # A keeps them alive from now on (keep-alives over its new associations)
             acks = regs[0].core.counters["keep_alive_acks"]
             await until(lambda: regs[0].core.counters["keep_alive_acks"] >= acks + 20, 10)

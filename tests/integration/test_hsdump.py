@@ -328,10 +328,12 @@ def _expected_rows(hs: Any) -> set[tuple[str, int, int]]:
 
 
 def test_cli_json(arun: Any, server: Any, handlespace: Any) -> None:
+    before = time.time()
     rc, out, err = arun(run_cli(f"127.0.0.1:{server.port}", "--json", "--as-peer",
                                 "--timeout", "5"))
     assert rc == 0, err
     doc = json.loads(out)
+    assert before <= doc["completed_at"] <= time.time()
     assert doc["format"] == 1
     assert doc["registrar_id"] == REG_ID and doc["registrar_id_hex"] == "0x12345678"
     assert doc["reported_checksum"] == handlespace.checksum(REG_ID)

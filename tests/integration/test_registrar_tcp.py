@@ -92,7 +92,7 @@ def test_several_messages_in_one_segment(registrar, arun):
     arun(scenario())
 
 
-@pytest.mark.registrar(keep_alive_interval=0.3, keep_alive_timeout=0.3)
+@pytest.mark.registrar(keep_alive_interval=0.3, keep_alive_timeout=2.0)
 def test_keep_alive_answered(registrar, arun):
     host, port = registrar.address("tcp")
 
@@ -132,7 +132,7 @@ def test_keep_alive_not_answered(registrar, arun):
     arun(scenario())
 
 
-@pytest.mark.registrar(keep_alive_interval=0.3, keep_alive_timeout=0.3)
+@pytest.mark.registrar(keep_alive_interval=0.3, keep_alive_timeout=2.0)
 def test_registration_life_expiry(registrar, arun):
     host, port = registrar.address("tcp")
 

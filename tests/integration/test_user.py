@@ -44,7 +44,7 @@ until = partial(testing_aio.until, timeout=10.0)
 def registrar_config(**kw: Any) -> RegistrarConfig:
     base = dict(addresses=("127.0.0.1",), asap_port=0, transports=("tcp",), announce=False,
                 enrp_port=0, presence_multicast=False, mentor_discovery_timeout=1.0,
-                keep_alive_interval=0.5, keep_alive_timeout=0.5)
+                keep_alive_interval=0.5, keep_alive_timeout=2.0)
     base.update(kw)
     return RegistrarConfig(**base)
 
@@ -360,7 +360,9 @@ def test_session_echo_cookie_and_failover_keep_the_state():
                 assert started[0].element.identifier == first
                 assert done[0].cookie_echoed and done[0].element.identifier != first
                 new = pes[done[0].element.identifier]
-                assert new.cookie_echoes == [b"n=3"]
+                # sent with the failover; the PE has it once it has read it
+                await until(lambda: new.cookie_echoes == [b"n=3"],
+                            what="the new PE got the cookie")
                 session.send(b"d")
                 assert await session.recv() == b"4:d"      # the count went on
                 assert pu.unreachable_sent >= 1

@@ -101,8 +101,9 @@ def test_sctp_and_tcp_at_once_on_one_port(arun):
 
 def test_keep_alive_answered_over_sctp(arun):
     async def scenario():
+        # timeout 2 s: a stall of the one-CPU guest must not remove the PE
         async with H.running_registrar(transports=("sctp",), keep_alive_interval=0.3,
-                                       keep_alive_timeout=0.3) as reg:
+                                       keep_alive_timeout=2.0) as reg:
             host, port = reg.address("sctp")
             pe = await H.AsapClient.connect(host, port, transport="sctp", auto_ack=True)
             await pe.register(b"P", sctp_element(A, [host]))
