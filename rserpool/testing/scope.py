@@ -14,13 +14,15 @@ import os
 import re
 import subprocess
 import sys
+import time
 from typing import Any, Callable, Iterable
 
 from . import netns
 
 __all__ = ["RSERPOOL", "ASAP_PORT", "ENRP_PORT", "start_registrar", "wait_listening",
            "wait_mesh", "Swarm", "run_with_pipe", "hsdump_all", "elements",
-           "owner_checksums", "same_handlespace", "wait_same_handlespace", "log_lines"]
+           "owner_checksums", "same_handlespace", "wait_same_handlespace", "log_lines",
+           "agree_after_heal"]
 
 RSERPOOL = [sys.executable, "-m", "rserpool"]
 ASAP_PORT = 3863
@@ -224,3 +226,37 @@ def own_tables_right(regs: dict[int, netns.Host], swarms: list[tuple[int, Swarm]
         if {i for _, i, h in elements(dump) if h == rid} != alive:
             return False
     return True
+
+
+def agree_after_heal(regs: dict[int, netns.Host], swarms: list[tuple[int, Swarm]],
+                     expected: list[tuple[str, int, int]], healed_wall: float,
+                     timeout: float, *, stable_for: float, transport: str = "tcp",
+                     interval: float = 0.5, none_rehomed: bool = False) -> float:
+    """After a partition's heal: wait until every registrar holds exactly
+    ``expected`` (sorted ``elements``) with equal checksums of every
+    registrar, check it still does ``stable_for`` seconds later and that every
+    live PE of the swarms is kept alive by its home (and, with
+    ``none_rehomed``, was never moved).  Returns the seconds from
+    ``healed_wall`` (``time.time()``) to the completion of the last agreeing
+    dump (its ``completed_at``: the ``hsdump`` processes' start-up is not
+    counted; at most one ``interval`` late)."""
+    hosts = list(regs.values())
+    dumps = wait_same_handlespace(hosts, timeout,
+                                  lambda ds: all(sorted(elements(d)) == expected for d in ds),
+                                  transport, interval)
+    converged = max(d["completed_at"] for d in dumps) - healed_wall
+    assert set(owner_checksums(dumps[0])) == set(regs)
+    # it stays so (late deliveries of what was queued across the cut are
+    # stale: they must not change anything)
+    time.sleep(stable_for)
+    ok, later = same_handlespace(hosts, transport)
+    assert ok and all(sorted(elements(d)) == expected for d in later), [
+        (hex(d["registrar_id"]), d["element_count"]) for d in later]
+    for _home, swarm in swarms:
+        stats = swarm.stats()
+        assert stats["homeless"] == 0, stats
+        if none_rehomed:
+            assert stats["rehomed"] == 0, stats
+        fresh = swarm.command("fresh 3")
+        assert fresh["fresh"] == stats["alive"], fresh
+    return converged

@@ -57,7 +57,7 @@ import pytest
 from rserpool import capture
 from rserpool.testing import netns, scope
 from rserpool.testing.scope import (elements, hsdump_all, log_lines, owner_checksums,
-                                    same_handlespace, wait_mesh, wait_same_handlespace)
+                                    wait_mesh, wait_same_handlespace)
 
 pytestmark = pytest.mark.netns
 
@@ -677,24 +677,10 @@ def test_a_healed_partition_converges_without_ghosts_or_losses(network, mode):
     expected = sorted((POOL, i, home) for home, swarm in swarms for i in swarm.alive_ids())
     assert len(expected) == 150 + 40 - len(gone) + len(doomed.ids)
     assert not {i for _, i, _ in expected} & gone
-    dumps = wait_same_handlespace(list(regs.values()), 60,
-                                  lambda ds: all(sorted(elements(d)) == expected for d in ds))
-    # when the last of the agreeing snapshots was complete (not counting the
-    # hsdump processes' start-up; at most one poll interval late)
-    converged = max(d["completed_at"] for d in dumps) - healed_wall
-    assert set(owner_checksums(dumps[0])) == {R1, R2, R3}
-    # and it stays so for three more audit cycles (late TCP deliveries of what
-    # was queued across the cut are stale: they must not change anything)
-    time.sleep(3 * HEARTBEAT)
-    ok, later = same_handlespace(list(regs.values()))
-    assert ok and all(sorted(elements(d)) == expected for d in later), [
-        (hex(d["registrar_id"]), d["element_count"]) for d in later]
-    # every live PE is still kept alive by its home registrar
-    for home, swarm in swarms:
-        stats = swarm.stats()
-        assert stats["homeless"] == 0 and stats["rehomed"] == 0, stats
-        fresh = swarm.command("fresh 3")
-        assert fresh["fresh"] == stats["alive"], fresh
+    # the last agreeing dump's completion (hsdump start-up not counted), then
+    # three more audit cycles of the same, every live PE kept alive, never moved
+    converged = scope.agree_after_heal(regs, swarms, expected, healed_wall, 60,
+                                       stable_for=3 * HEARTBEAT, none_rehomed=True)
 
     record_result(f"partition of {healed - cut:.0f} s ({mode}: heartbeat {HEARTBEAT:g} s, "
                   f"{' '.join(PARTITION_TIMERS[mode])}): {len(expected)} live PEs, "

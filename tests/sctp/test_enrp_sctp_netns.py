@@ -116,10 +116,6 @@ def hsdump_all(hosts: list[netns.Host]) -> list[dict[str, Any]]:
     return scope.hsdump_all(hosts, "sctp")
 
 
-def same_handlespace(hosts: list[netns.Host]) -> tuple[bool, list[dict[str, Any]]]:
-    return scope.same_handlespace(hosts, "sctp")
-
-
 def wait_same_handlespace(hosts: list[netns.Host], timeout: float,
                           check: Any = None) -> list[dict[str, Any]]:
     # UML runs every process on one virtual CPU and each poll starts three
@@ -287,22 +283,11 @@ def test_sctp_partition_with_changes_on_both_sides_converges_after_the_heal(netw
         expected = sorted((POOL, i, home) for home, swarm in swarms for i in swarm.alive_ids())
         assert len(expected) == 120 + 30 - len(gone) + len(doomed.ids)
         assert not {i for _, i, _ in expected} & gone
-        dumps = wait_same_handlespace(list(regs.values()), 45,
-                                      lambda ds: all(sorted(elements(d)) == expected for d in ds))
-        # when the last agreeing snapshot was complete (hsdump start-up not counted)
-        converged = max(d["completed_at"] for d in dumps) - healed_wall
-        assert set(owner_checksums(dumps[0])) == {R1, R2, R3}
-        # and it stays so for three more heartbeats
-        time.sleep(3 * HEARTBEAT)
-        ok, later = same_handlespace(list(regs.values()))
-        assert ok and all(sorted(elements(d)) == expected for d in later), [
-            (hex(d["registrar_id"]), d["element_count"]) for d in later]
-        # every live PE is kept alive by its home registrar
-        for _home, swarm in swarms:
-            stats = swarm.stats()
-            assert stats["homeless"] == 0, stats
-            fresh = swarm.command("fresh 3")
-            assert fresh["fresh"] == stats["alive"], fresh
+        # the last agreeing dump's completion (hsdump start-up not counted),
+        # then three more heartbeats of the same, every live PE kept alive
+        converged = scope.agree_after_heal(regs, swarms, expected, healed_wall, 45,
+                                           stable_for=3 * HEARTBEAT, transport="sctp",
+                                           interval=1.5)
         assert all(p.alive for p in procs.values())
         logs = {rid: "\n".join(m.group(0) for m in log_lines(
             procs[rid], r"^.*(takeover of|peer 0x[0-9a-f]{8} (appeared|lost|unreachable)|audit).*$"))
